@@ -1,0 +1,1 @@
+"""Built-in feature plugins (training terms, samplers, attacks …) live here."""

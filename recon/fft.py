@@ -1,0 +1,61 @@
+r"""Centred orthonormal 2D FFT (fastMRI convention) with the shifts folded into phase factors.
+
+fastMRI's ``fft2c(x) = fftshift(fft2(ifftshift(x)))``. Rolling memory twice per transform is slow;
+for an axis of length :math:`N` with :math:`a = b = \lfloor N/2 \rfloor` the same map is
+
+.. math::
+
+    Y[k] = e^{2\pi i (k-b) a / N}\; \mathrm{FFT}\big(x[m]\, e^{2\pi i b m / N}\big)[k],
+
+i.e. one elementwise *pre* phase, a plain FFT and one *post* phase (both :math:`\pm 1` chessboards
+for even :math:`N`). The inverse is the exact adjoint, so the pair is unitary for every size; for
+even sizes it equals fastMRI's ``ifft2c``. Operators fold the post phase into their sampling mask.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from recon.layout import complex_dtype
+
+
+def _axis_phases(n: int) -> tuple[Tensor, Tensor]:
+    a = b = n // 2
+    idx = torch.arange(n, dtype=torch.int64)
+    pre = torch.remainder(b * idx, n).double() * (2 * math.pi / n)
+    post = torch.remainder((idx - b) * a, n).double() * (2 * math.pi / n)
+    return torch.polar(torch.ones(n, dtype=torch.float64), pre), torch.polar(
+        torch.ones(n, dtype=torch.float64), post
+    )
+
+
+@lru_cache(maxsize=32)
+def _phases_cpu(height: int, width: int) -> tuple[Tensor, Tensor]:
+    pre_h, post_h = _axis_phases(height)
+    pre_w, post_w = _axis_phases(width)
+    return torch.outer(pre_h, pre_w), torch.outer(post_h, post_w)
+
+
+def centring_phases(
+    shape: tuple[int, int], dtype: torch.dtype = torch.complex64, device: torch.device | str | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(pre, post)`` phase images of shape ``(H, W)`` with ``fft2c(x) = post * fft2(pre * x)``."""
+    pre, post = _phases_cpu(int(shape[0]), int(shape[1]))
+    dtype = complex_dtype(dtype)
+    return pre.to(device=device, dtype=dtype), post.to(device=device, dtype=dtype)
+
+
+def fft2c(x: Tensor) -> Tensor:
+    """Centred orthonormal FFT over the last two dimensions (complex or real input)."""
+    pre, post = centring_phases(tuple(x.shape[-2:]), x.dtype, x.device)
+    return torch.fft.fft2(x * pre, norm="ortho").mul_(post)
+
+
+def ifft2c(k: Tensor) -> Tensor:
+    """Inverse (= adjoint) of :func:`fft2c`."""
+    pre, post = centring_phases(tuple(k.shape[-2:]), k.dtype, k.device)
+    return torch.fft.ifft2(k * post.conj(), norm="ortho").mul_(pre.conj())
