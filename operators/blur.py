@@ -81,9 +81,14 @@ class Blur(LinearPhysics):
     Works on real and complex ``(B, C, H, W)`` tensors in float32 or float64.
     """
 
-    def __init__(self, kernel: Tensor, boundary: Boundary = "circular",
-                 img_size: tuple[int, int] | None = None, noise_model: NoiseModel | None = None,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        kernel: Tensor,
+        boundary: Boundary = "circular",
+        img_size: tuple[int, int] | None = None,
+        noise_model: NoiseModel | None = None,
+        **kwargs: Any,
+    ):
         if boundary not in ("circular", "reflect", "replicate", "zeros", "valid"):
             raise InputError(f"unknown boundary {boundary!r}")
         kernel = torch.as_tensor(kernel, dtype=torch.float32)
@@ -108,8 +113,10 @@ class Blur(LinearPhysics):
 
     def _apply_any(self, x: Tensor, transpose: bool) -> Tensor:
         if x.is_complex():
-            return torch.complex(self._apply_real(x.real.contiguous(), transpose),
-                                 self._apply_real(x.imag.contiguous(), transpose))
+            return torch.complex(
+                self._apply_real(x.real.contiguous(), transpose),
+                self._apply_real(x.imag.contiguous(), transpose),
+            )
         return self._apply_real(x, transpose)
 
     def A(self, x: Tensor, **kwargs: Any) -> Tensor:
@@ -122,7 +129,7 @@ class Blur(LinearPhysics):
         r"""For the circular boundary :math:`\|A\|_2 = \max_\omega |\hat k(\omega)|` on the image grid."""
         if self.boundary != "circular" or self.shape is None:
             return None
-        spectrum = dF.filter_fft_2d(self.kernel.double(), (1, *self.shape), real_fft=False)
+        spectrum = dF.filter_fft(self.kernel.double(), (1, 1, *self.shape), real_fft=False, dims=(-2, -1))
         return float(spectrum.abs().max())
 
 

@@ -60,7 +60,9 @@ class MaskFunction:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(acceleration={self.acceleration}, center_fraction={self.center_fraction})"
+        return (
+            f"{type(self).__name__}(acceleration={self.acceleration}, center_fraction={self.center_fraction})"
+        )
 
 
 def centre_lines(width: int, num_low: int) -> np.ndarray:

@@ -59,8 +59,9 @@ def as_mask(mask: Tensor | np.ndarray, img_size: tuple[int, int] | None = None) 
 class _CartesianBase(LinearPhysics):
     """Shared mask handling: the buffer ``mask`` and phase factors cached per (dtype, device)."""
 
-    def __init__(self, mask: Tensor, img_size: tuple[int, int] | None, noise_model: NoiseModel | None,
-                 **kwargs: Any):
+    def __init__(
+        self, mask: Tensor, img_size: tuple[int, int] | None, noise_model: NoiseModel | None, **kwargs: Any
+    ):
         mask = as_mask(mask, img_size)
         super().__init__(noise_model=noise_model or ZeroNoise(), img_size=(1, *mask.shape), **kwargs)
         self.register_buffer("mask", mask)
@@ -91,8 +92,9 @@ class _CartesianBase(LinearPhysics):
 
     def _check(self, z: Tensor) -> None:
         if tuple(z.shape[-2:]) != self.shape:
-            raise ValueError(f"{type(self).__name__} expects images of size {self.shape}, "
-                             f"got {tuple(z.shape[-2:])}")
+            raise ValueError(
+                f"{type(self).__name__} expects images of size {self.shape}, got {tuple(z.shape[-2:])}"
+            )
 
     def forward_kspace(self, z: Tensor) -> Tensor:
         """``M ⊙ F_c z`` over the last two dimensions of a complex tensor."""
@@ -130,8 +132,13 @@ class CartesianMRI(_CartesianBase):
         noise :math:`\mathcal{CN}(0, \sigma^2)` with deepinv's ``GaussianNoise(sigma)``).
     """
 
-    def __init__(self, mask: Tensor, img_size: tuple[int, int] | None = None,
-                 noise_model: NoiseModel | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        mask: Tensor,
+        img_size: tuple[int, int] | None = None,
+        noise_model: NoiseModel | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(mask, img_size, noise_model, **kwargs)
 
     def A(self, x: Tensor, mask: Tensor | None = None, **kwargs: Any) -> Tensor:
@@ -174,13 +181,21 @@ class MulticoilMRI(_CartesianBase):
     :math:`y_n = M \odot F_c (S_n x)`; :math:`A^H y = \sum_n \bar S_n F_c^H(M \odot y_n)`.
     """
 
-    def __init__(self, mask: Tensor, coil_maps: Tensor, img_size: tuple[int, int] | None = None,
-                 noise_model: NoiseModel | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        mask: Tensor,
+        coil_maps: Tensor,
+        img_size: tuple[int, int] | None = None,
+        noise_model: NoiseModel | None = None,
+        **kwargs: Any,
+    ):
         super().__init__(mask, img_size, noise_model, **kwargs)
         coil_maps = torch.as_tensor(coil_maps)
         if not coil_maps.is_complex() or coil_maps.dim() != 3 or tuple(coil_maps.shape[1:]) != self.shape:
-            raise InputError(f"coil_maps must be complex (N, H, W) with (H, W) = {self.shape}, "
-                             f"got {coil_maps.dtype} {tuple(coil_maps.shape)}")
+            raise InputError(
+                f"coil_maps must be complex (N, H, W) with (H, W) = {self.shape}, "
+                f"got {coil_maps.dtype} {tuple(coil_maps.shape)}"
+            )
         if not torch.isfinite(torch.view_as_real(coil_maps)).all():
             raise InputError("coil_maps contain NaN or Inf")
         # stored as a real (N, H, W, 2) view: Module.to(float64) would drop an imaginary part
@@ -219,8 +234,9 @@ class MulticoilMRI(_CartesianBase):
         return float(self.coil_maps.abs().pow(2).sum(0).sqrt().max())
 
 
-def simulated_coil_maps(img_size: tuple[int, int], coils: int, *, width: float = 0.7,
-                        phase: float = math.pi / 2) -> Tensor:
+def simulated_coil_maps(
+    img_size: tuple[int, int], coils: int, *, width: float = 0.7, phase: float = math.pi / 2
+) -> Tensor:
     r"""Smooth coil sensitivities on a ring around the field of view, normalised so that
     :math:`\sum_n |S_n|^2 = 1` everywhere (then the fully sampled operator is an isometry).
 
@@ -231,8 +247,11 @@ def simulated_coil_maps(img_size: tuple[int, int], coils: int, *, width: float =
     if coils < 1:
         raise InputError(f"coils must be >= 1, got {coils}")
     height, wid = img_size
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, height, dtype=torch.float64),
-                            torch.linspace(-1, 1, wid, dtype=torch.float64), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.linspace(-1, 1, height, dtype=torch.float64),
+        torch.linspace(-1, 1, wid, dtype=torch.float64),
+        indexing="ij",
+    )
     maps = []
     for n in range(coils):
         angle = 2 * math.pi * n / coils

@@ -28,7 +28,9 @@ from recon.errors import InputError
 def _check(name: str, value: float, *, positive: bool = False) -> float:
     ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
     if not ok:
-        raise InputError(f"{name} must be {'positive' if positive else 'non-negative'} and finite, got {value}")
+        raise InputError(
+            f"{name} must be {'positive' if positive else 'non-negative'} and finite, got {value}"
+        )
     return float(value)
 
 
@@ -42,18 +44,21 @@ def poisson(gain: float = 0.01, rng: torch.Generator | None = None) -> PoissonNo
     return PoissonNoise(gain=_check("gain", gain, positive=True), normalize=True, clip_positive=True, rng=rng)
 
 
-def poisson_gaussian(gain: float = 0.01, sigma: float = 0.01,
-                     rng: torch.Generator | None = None) -> PoissonGaussianNoise:
+def poisson_gaussian(
+    gain: float = 0.01, sigma: float = 0.01, rng: torch.Generator | None = None
+) -> PoissonGaussianNoise:
     """Poisson shot noise plus Gaussian read-out noise."""
-    return PoissonGaussianNoise(gain=_check("gain", gain, positive=True), sigma=_check("sigma", sigma),
-                                clip_positive=True, rng=rng)
+    return PoissonGaussianNoise(
+        gain=_check("gain", gain, positive=True), sigma=_check("sigma", sigma), clip_positive=True, rng=rng
+    )
 
 
 class ComplexRicianNoise(RicianNoise):
     """deepinv's Rician noise, extended to complex input: the magnitude of ``z + σ(ε₁ + iε₂)``."""
 
-    def forward(self, x: Tensor, sigma: float | Tensor | None = None, seed: int | None = None,
-                **kwargs: Any) -> Tensor:
+    def forward(
+        self, x: Tensor, sigma: float | Tensor | None = None, seed: int | None = None, **kwargs: Any
+    ) -> Tensor:
         if not x.is_complex():
             return super().forward(x, sigma=sigma, seed=seed)
         self.update_parameters(sigma=sigma)

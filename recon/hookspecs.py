@@ -14,6 +14,7 @@ Install a plugin by declaring an entry point in the group ``recon``::
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import pluggy
 
 hookspec = pluggy.HookspecMarker("recon")
@@ -51,4 +52,3 @@ def recon_register_dataset_readers(register: Register) -> None:
     Give ``suffixes=(".ext", ...)`` in ``meta``; optionally ``sniff=callable(head: bytes) -> bool``
     to recognise files by their first bytes whatever their name.
     """
-

@@ -16,7 +16,7 @@ from deepinv.physics import Physics
 from deepinv.physics.noise import NoiseModel
 
 from recon.errors import InputError
-from recon.registry import get_registry
+from recon.registry import Entry, get_registry
 
 MAX_SIDE = 16384
 
@@ -35,6 +35,11 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name.strip(), params
 
 
+def typed_params(entry: Entry, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters for ``entry``: strings are parsed with the factory's annotations, others kept."""
+    return {k: entry.param(k).parse(v) if isinstance(v, str) else v for k, v in params.items()}
+
+
 def check_img_size(img_size: tuple[int, int]) -> tuple[int, int]:
     """Validated ``(H, W)``: two positive integers no larger than ``MAX_SIDE``."""
     try:
@@ -46,8 +51,9 @@ def check_img_size(img_size: tuple[int, int]) -> tuple[int, int]:
     return height, width
 
 
-def build_noise(spec: str | None, seed: int | None = None,
-                params: Mapping[str, Any] | None = None) -> NoiseModel | None:
+def build_noise(
+    spec: str | None, seed: int | None = None, params: Mapping[str, Any] | None = None
+) -> NoiseModel | None:
     """A seeded noise model from ``"name:key=value"`` (``None`` or ``"none"`` for no noise)."""
     if spec is None or spec == "none":
         return None
@@ -58,21 +64,27 @@ def build_noise(spec: str | None, seed: int | None = None,
     return entry.build(rng=rng, **values)
 
 
-def build_operator(name: str, img_size: tuple[int, int], *, noise: str | None = None,
-                   noise_seed: int | None = None, **params: Any) -> Physics:
+def build_operator(
+    name: str,
+    img_size: tuple[int, int],
+    *,
+    noise: str | None = None,
+    noise_seed: int | None = None,
+    **params: Any,
+) -> Physics:
     """The registered operator ``name`` for images of ``img_size``; ``params`` may be typed values
     or command-line strings (parsed with the factory's annotations)."""
     entry = get_registry("operators").lookup(name)
-    typed = {k: entry.param(k).parse(v) if isinstance(v, str) else v for k, v in params.items()}
-    physics = entry.build(img_size=check_img_size(img_size), **typed)
+    physics = entry.build(img_size=check_img_size(img_size), **typed_params(entry, params))
     model = build_noise(noise, noise_seed)
     if model is not None:
         physics.noise_model = model
     return physics
 
 
-def operator_norm(physics: Physics, example: torch.Tensor, iterations: int = 100,
-                  tol: float = 1e-6, seed: int = 0) -> float:
+def operator_norm(
+    physics: Physics, example: torch.Tensor, iterations: int = 100, tol: float = 1e-6, seed: int = 0
+) -> float:
     r""":math:`\|A\|_2` by power iteration on :math:`A^H A` (complex-aware; seeded start)."""
     generator = torch.Generator(device=example.device).manual_seed(seed)
     x = torch.randn(example.shape, dtype=example.dtype, device=example.device, generator=generator)

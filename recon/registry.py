@@ -56,9 +56,7 @@ class PluginLoadWarning(UserWarning):
 
 def kinds() -> tuple[str, ...]:
     """Registry kinds, one per ``recon_register_<kind>`` hook spec."""
-    return tuple(
-        name[len(HOOK_PREFIX) :] for name in vars(hookspecs) if name.startswith(HOOK_PREFIX)
-    )
+    return tuple(name[len(HOOK_PREFIX) :] for name in vars(hookspecs) if name.startswith(HOOK_PREFIX))
 
 
 @dataclass(frozen=True)
@@ -239,11 +237,18 @@ class PluginHost:
     def _collect(self, kind: str) -> Registry:
         entries: dict[str, Entry] = {}
         hook = getattr(self.pm.hook, HOOK_PREFIX + kind)
-        for impl in reversed(hook.get_hookimpls()):  # registration order: built-ins first
+        for impl in hook.get_hookimpls():  # registration order: built-ins first
             mine: dict[str, Entry] = {}
 
-            def register(name: str, factory: Callable[..., Any], *, description: str | None = None,
-                         _plugin: str = impl.plugin_name, _mine: dict = mine, **meta: Any) -> None:
+            def register(
+                name: str,
+                factory: Callable[..., Any],
+                *,
+                description: str | None = None,
+                _plugin: str = impl.plugin_name,
+                _mine: dict = mine,
+                **meta: Any,
+            ) -> None:
                 entry = make_entry(kind, name, _plugin, factory, description, meta)
                 clash = entries.get(name) or _mine.get(name)
                 if clash is not None:
@@ -266,12 +271,20 @@ class PluginHost:
         return Registry(kind, entries)
 
 
-def make_entry(kind: str, name: str, plugin: str, factory: Callable[..., Any],
-               description: str | None, meta: Mapping[str, Any]) -> Entry:
+def make_entry(
+    kind: str,
+    name: str,
+    plugin: str,
+    factory: Callable[..., Any],
+    description: str | None,
+    meta: Mapping[str, Any],
+) -> Entry:
     """Validate a registration and read the factory's parameters from its signature."""
     if not isinstance(name, str) or not _NAME.match(name):
-        raise PluginError(f"plugin {plugin!r}: invalid {kind[:-1]} name {name!r} "
-                          "(lower-case letters, digits, '.', '_', '-')")
+        raise PluginError(
+            f"plugin {plugin!r}: invalid {kind[:-1]} name {name!r} "
+            "(lower-case letters, digits, '.', '_', '-')"
+        )
     if not callable(factory):
         raise PluginError(f"plugin {plugin!r}: factory for {name!r} is not callable")
     if description is None:

@@ -1,0 +1,277 @@
+"""The ``recon`` command line.
+
+Every user mistake (bad file, unknown name, parameter out of range) ends in one line on stderr and
+exit code 2; an internal failure prints one line and exits 1 (``RECON_DEBUG=1`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from recon.errors import InputError, PluginError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message}")
+
+
+def resolve_device(name: str) -> Any:
+    """``auto`` → CUDA when present, else CPU; an unavailable device is an :class:`InputError`."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("CUDA was requested but no CUDA device is available")
+    return device
+
+
+def _key_values(items: Sequence[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"expected KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = value.strip()
+    return out
+
+
+def _print_entries(entries: list[dict[str, Any]], as_json: bool, columns: tuple[str, ...]) -> None:
+    if as_json:
+        print(json.dumps(entries, indent=2))
+        return
+    widths = [max(len(c), *(len(str(e.get(c, ""))) for e in entries)) for c in columns[:-1]]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, [*widths, 0], strict=True)).rstrip())
+    for e in entries:
+        print(
+            "  ".join(str(e.get(c, "")).ljust(w) for c, w in zip(columns, [*widths, 0], strict=True)).rstrip()
+        )
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from recon.registry import list_plugins
+
+    infos = [p.as_dict() for p in list_plugins()]
+    for info in infos:
+        info["hooks_text"] = ", ".join(h.removeprefix("recon_register_") for h in info["hooks"])
+    if args.json:
+        for info in infos:
+            del info["hooks_text"]
+    _print_entries(infos, args.json, ("name", "source", "hooks_text"))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from recon.registry import get_registry
+
+    entries = [e.as_dict() for e in get_registry(args.kind).values()]
+    for e in entries:
+        e["params_text"] = " ".join(f"{k}={v['default']}" for k, v in e["params"].items())
+    if args.json:
+        for e in entries:
+            del e["params_text"]
+    _print_entries(entries, args.json, ("name", "plugin", "description", "params_text"))
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from recon import reconstruct as rc
+    from recon.datasets.readers import read_scan
+    from recon.outputs import write_reconstruction
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise InputError("output name must end in .h5", out)
+    params = _key_values(args.param)
+    for name in ("acceleration", "center_fraction", "mask", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            params[name] = str(value)
+    device = resolve_device(args.device)
+    scan = read_scan(args.input, reader=args.reader)
+    problem = rc.prepare(scan, args.operator, params, noise=args.noise, seed=args.seed or 0, device=device)
+    result = rc.reconstruct(
+        problem, args.method, tv_lambda=args.tv_lambda, iterations=args.iterations, operator=args.operator
+    )
+    middle = result.reconstruction.shape[0] // 2
+    panels = {
+        "zero-filled" if problem.complex_images else "adjoint": result.zero_filled[middle],
+        args.method: result.reconstruction[middle],
+    }
+    title = f"{Path(args.input).name}  slice {middle}  {args.method}"
+    if result.truth is not None:
+        panels["ground truth"] = result.truth[middle]
+        panels["|error|"] = abs(result.reconstruction[middle] - result.truth[middle])
+        title += f"  PSNR {result.metrics['psnr']:.2f} dB" if result.metrics else ""
+    attrs = {
+        "source": str(args.input),
+        "operator": args.operator,
+        "method": args.method,
+        "params": problem.info.get("params", {}),
+        "noise": args.noise or "none",
+        "scale": problem.scale,
+        "recon_version": _version(),
+        "metrics": result.metrics or {},
+    }
+    write_reconstruction(
+        out,
+        {"reconstruction": result.reconstruction, "zero_filled": result.zero_filled, "mask": result.mask},
+        attrs,
+        panels,
+        title,
+        result.metrics,
+        error_keys=("|error|",),
+    )
+    print(
+        json.dumps(
+            {
+                "input": str(args.input),
+                "output": str(out),
+                "method": args.method,
+                "seconds": round(result.info["seconds"], 3),
+                "metrics": result.metrics,
+            }
+        )
+    )
+    return 0
+
+
+def _version() -> str:
+    from recon import __version__
+
+    return __version__
+
+
+def cmd_datasets_build(args: argparse.Namespace) -> int:
+    from recon.datasets.builders import build_dataset
+
+    options = {
+        k: int(v)
+        for k, v in (("volumes", args.volumes), ("slices", args.slices), ("size", args.size))
+        if v is not None
+    }
+    if options and args.name != "phantoms":
+        raise InputError(f"--volumes/--slices/--size apply to 'phantoms' only, not {args.name!r}")
+    manifest = build_dataset(args.name, args.out, seed=args.seed, **options)
+    print(
+        json.dumps(
+            {
+                "dataset": args.name,
+                "out": str(args.out),
+                "volumes": len(manifest["volumes"]),
+                "slices": sum(v.get("slices", 1) for v in manifest["volumes"]),
+            }
+        )
+    )
+    return 0
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    from recon.datasets.builders import BUILDERS
+
+    entries = [
+        {"name": name, "description": (fn.__doc__ or "").strip().splitlines()[0]}
+        for name, fn in BUILDERS.items()
+    ]
+    _print_entries(entries, args.json, ("name", "description"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="recon", description="Imaging inverse problems with sparse learned networks.")
+    parser.add_argument("--version", action="version", version=f"recon {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("plugins", help="list loaded plugins")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_plugins)
+
+    p = sub.add_parser("operators", help="list registered forward operators")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_list, kind="operators")
+
+    p = sub.add_parser("list", help="list a registry: operators, noise_models, networks, dataset_readers")
+    p.add_argument("kind")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("reconstruct", help="reconstruct a scan (k-space h5, DICOM, NIfTI, PNG/TIFF, NPY)")
+    p.add_argument("input")
+    p.add_argument("--out", required=True, help="output .h5 (a .png and .metrics.json are written beside it)")
+    p.add_argument("--operator", default="mri", help="forward operator for image inputs (default: mri)")
+    p.add_argument("--acceleration", type=float)
+    p.add_argument("--center-fraction", dest="center_fraction", type=float)
+    p.add_argument("--mask", choices=("random", "equispaced", "gaussian"))
+    p.add_argument("--seed", type=int, default=None, help="seed of the mask and the noise (default 0)")
+    p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="operator parameter")
+    p.add_argument("--noise", help="noise model spec, e.g. gaussian:sigma=0.01")
+    p.add_argument("--method", default="tv", choices=("zero-filled", "tv"))
+    p.add_argument("--tv-lambda", dest="tv_lambda", type=float)
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--reader", help="force a dataset reader (see: recon list dataset_readers)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
+    p.set_defaults(run=cmd_reconstruct)
+
+    datasets = sub.add_parser("datasets", help="build datasets from packaged data").add_subparsers(
+        dest="datasets_command", required=True, parser_class=_Parser
+    )
+    p = datasets.add_parser("build", help="build a fastMRI-layout dataset")
+    p.add_argument("name")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--volumes", type=int)
+    p.add_argument("--slices", type=int)
+    p.add_argument("--size", type=int)
+    p.set_defaults(run=cmd_datasets_build)
+    p = datasets.add_parser("list", help="list dataset builders")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_datasets_list)
+    return parser
+
+
+def _show_warning(message: Any, category: type, *_: Any, **__: Any) -> None:
+    print(f"recon: warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.run(args) or 0)
+    except (InputError, PluginError) as exc:
+        print(f"recon: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recon: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("RECON_DEBUG"):
+            raise
+        print(
+            f"recon: internal error: {type(exc).__name__}: {exc} (RECON_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
