@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from recon.datasets.fastmri import write_fastmri
 from recon.datasets.phantom import phantom, smooth_phase
-
 from recon.errors import InputError
 from recon.fft import fft2c, ifft2c
 from recon.files import atomic_output

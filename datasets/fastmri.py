@@ -17,6 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
+
 from recon.datasets.scan import (
     Scan,
     as_image_stack,
@@ -25,7 +26,6 @@ from recon.datasets.scan import (
     check_finite,
     check_shape,
 )
-
 from recon.errors import InputError
 from recon.files import atomic_output
 

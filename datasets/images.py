@@ -13,8 +13,8 @@ import warnings
 
 import numpy as np
 from PIL import Image, ImageSequence, UnidentifiedImageError
-from recon.datasets.scan import MAX_ELEMENTS, MAX_SIDE, Scan, as_image_stack, as_kspace, check_shape
 
+from recon.datasets.scan import MAX_ELEMENTS, MAX_SIDE, Scan, as_image_stack, as_kspace, check_shape
 from recon.errors import InputError
 
 NPY_MAGIC = b"\x93NUMPY"

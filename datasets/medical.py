@@ -10,8 +10,8 @@ import math
 import os
 
 import numpy as np
-from recon.datasets.scan import Scan, as_image_stack, check_shape
 
+from recon.datasets.scan import Scan, as_image_stack, check_shape
 from recon.errors import InputError
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")

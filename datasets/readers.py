@@ -20,7 +20,6 @@ from recon.datasets.medical import (
     read_nifti,
 )
 from recon.datasets.scan import Scan
-
 from recon.errors import InputError
 from recon.hookspecs import Register, hookimpl
 from recon.registry import get_registry

@@ -5,10 +5,9 @@ Registered through recon's public hooks exactly as a third-party plugin would be
 
 from __future__ import annotations
 
+from recon.hookspecs import Register, hookimpl
 from recon.operators import blur, mri, noise
 from recon.operators.masks import MaskKind, mask_function
-
-from recon.hookspecs import Register, hookimpl
 
 
 def build_mri(

@@ -7,9 +7,9 @@ Images are complex ``(B, 1, H, W)``; k-space is complex ``(B, 1, H, W)`` (single
 ``(B, N, H, W)`` (N coils). deepinv's real layout is accepted at the boundary: ``(B, 2, H, W)``
 images and ``(B, 2, H, W)`` / ``(B, 2, N, H, W)`` k-space come back in the same layout.
 
-The centring shifts of :math:`F_c` are folded into precomputed phase images (see :mod:`recon.fft`)
-and the output phase is multiplied into the mask once, so ``A`` costs one elementwise product, one
-FFT and one in-place product.
+The transforms are :class:`recon.fft.MaskedFFT`: the centring shifts are folded into precomputed
+phase factors (no memory is rolled) and the output phase into the mask, so ``A`` costs one product,
+one FFT and one in-place product.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from torch import Tensor
 
 from recon import layout
 from recon.errors import InputError
-from recon.fft import centring_phases
+from recon.fft import MaskedFFT, fft2c, ifft2c
 
 
 def as_mask(mask: Tensor | np.ndarray, img_size: tuple[int, int] | None = None) -> Tensor:
@@ -65,7 +65,7 @@ class _CartesianBase(LinearPhysics):
         mask = as_mask(mask, img_size)
         super().__init__(noise_model=noise_model or ZeroNoise(), img_size=(1, *mask.shape), **kwargs)
         self.register_buffer("mask", mask)
-        self._factors: dict[tuple[torch.dtype, torch.device], tuple[Tensor, Tensor, Tensor]] = {}
+        self._transforms: dict[tuple[torch.dtype, torch.device], MaskedFFT] = {}
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -77,18 +77,15 @@ class _CartesianBase(LinearPhysics):
         return bool(((self.mask == 0) | (self.mask == 1)).all())
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Any:  # .to(), .cuda(), .double() …
-        self._factors = {}
+        self._transforms = {}
         return super()._apply(fn, *args, **kwargs)
 
-    def factors(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-        """``(pre, post·M, conj(post·M))`` so that ``A x = post·M ⊙ fft2(pre ⊙ x)``."""
-        dtype = layout.complex_dtype(dtype)
-        key = (dtype, torch.device(device))
-        if key not in self._factors:
-            pre, post = centring_phases(self.shape, dtype, device)
-            weighted = post * self.mask.to(device=device, dtype=layout.real_dtype(dtype))
-            self._factors[key] = (pre, weighted, weighted.conj().resolve_conj())
-        return self._factors[key]
+    def transform(self, dtype: torch.dtype, device: torch.device) -> MaskedFFT:
+        """The sampled centred FFT for this mask, built once per (dtype, device)."""
+        key = (layout.complex_dtype(dtype), torch.device(device))
+        if key not in self._transforms:
+            self._transforms[key] = MaskedFFT(self.mask, key[0], key[1])
+        return self._transforms[key]
 
     def _check(self, z: Tensor) -> None:
         if tuple(z.shape[-2:]) != self.shape:
@@ -99,20 +96,18 @@ class _CartesianBase(LinearPhysics):
     def forward_kspace(self, z: Tensor) -> Tensor:
         """``M ⊙ F_c z`` over the last two dimensions of a complex tensor."""
         self._check(z)
-        pre, post, _ = self.factors(z.dtype, z.device)
-        return torch.fft.fft2(z * pre, norm="ortho").mul_(post)
+        return self.transform(z.dtype, z.device).forward(z)
 
     def adjoint_kspace(self, k: Tensor) -> Tensor:
         """``F_c^H (M ⊙ k)`` over the last two dimensions of a complex tensor."""
         self._check(k)
-        pre, _, post_conj = self.factors(k.dtype, k.device)
-        return torch.fft.ifft2(k * post_conj, norm="ortho").mul_(pre.conj())
+        return self.transform(k.dtype, k.device).adjoint(k)
 
     def update_parameters(self, mask: Tensor | None = None, **kwargs: Any) -> None:
         """Replace the sampling mask (deepinv's ``physics.update(mask=...)``)."""
         if mask is not None:
             self.mask = as_mask(mask, self.shape).to(self.mask.device)
-            self._factors = {}
+            self._transforms = {}
         super().update_parameters(**kwargs)
 
     def noise(self, y: Tensor, **kwargs: Any) -> Tensor:
@@ -163,12 +158,9 @@ class CartesianMRI(_CartesianBase):
         self._check(zc)
         gamma = torch.as_tensor(gamma, dtype=layout.real_dtype(zc.dtype), device=zc.device)
         gamma = gamma.reshape(-1, *([1] * (zc.dim() - 1))) if gamma.dim() > 0 else gamma
-        pre, post = centring_phases(self.shape, zc.dtype, zc.device)
         mask = self.mask.to(device=zc.device, dtype=gamma.dtype)
-        kz = torch.fft.fft2(zc * pre, norm="ortho") * post  # F_c z
-        k = (kz + gamma * mask * yc) / (1 + gamma * mask**2)
-        x = torch.fft.ifft2(k * post.conj(), norm="ortho") * pre.conj()
-        return layout.like(x, z)
+        k = (fft2c(zc) + gamma * mask * yc) / (1 + gamma * mask**2)
+        return layout.like(ifft2c(k), z)
 
     def exact_norm(self) -> float:
         """:math:`\\|A\\|_2 = \\max_k M_k` (the FFT is unitary)."""

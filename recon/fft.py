@@ -15,6 +15,7 @@ even sizes it equals fastMRI's ``ifft2c``. Operators fold the post phase into th
 from __future__ import annotations
 
 import math
+import threading
 from functools import lru_cache
 
 import torch
@@ -59,3 +60,41 @@ def ifft2c(k: Tensor) -> Tensor:
     """Inverse (= adjoint) of :func:`fft2c`."""
     pre, post = centring_phases(tuple(k.shape[-2:]), k.dtype, k.device)
     return torch.fft.ifft2(k * post.conj(), norm="ortho").mul_(pre.conj())
+
+
+class MaskedFFT:
+    r"""The sampled centred FFT :math:`k = M \odot F_c z` and its adjoint, for one mask, dtype and device.
+
+    ``forward(z) = (post·M) ⊙ fft2(pre ⊙ z)``, ``adjoint(k) = conj(pre) ⊙ ifft2(conj(post·M) ⊙ k)``.
+    The product that feeds each FFT goes into a per-thread workspace reused across calls (fresh 10 MB
+    allocations cost as much as the product itself on CPU); the in-place product on the FFT's output
+    needs no memory. When autograd needs the product, the plain out-of-place form is used.
+    (Transforming only the sampled phase-encode columns was tried and was no faster on CPU: the
+    strided gather and scatter cost what the skipped column FFTs save.)
+    """
+
+    def __init__(
+        self, mask: Tensor, dtype: torch.dtype = torch.complex64, device: torch.device | str = "cpu"
+    ):
+        dtype = complex_dtype(dtype)
+        pre, post = centring_phases(tuple(mask.shape), dtype, device)
+        weighted = post * mask.to(device=device, dtype=pre.real.dtype)
+        self.pre, self.pre_conj = pre, pre.conj().resolve_conj()
+        self.post, self.post_conj = weighted, weighted.conj().resolve_conj()
+        self._local = threading.local()
+
+    def _product(self, t: Tensor, factor: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and (t.requires_grad or factor.requires_grad):
+            return t * factor
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or buffer.shape != t.shape or buffer.dtype != t.dtype or buffer.device != t.device:
+            buffer = self._local.buffer = torch.empty(t.shape, dtype=t.dtype, device=t.device)
+        return torch.mul(t, factor, out=buffer)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """:math:`M \\odot F_c z` over the last two dimensions."""
+        return torch.fft.fft2(self._product(z, self.pre), norm="ortho").mul_(self.post)
+
+    def adjoint(self, k: Tensor) -> Tensor:
+        """:math:`F_c^H (\\bar M \\odot k)` over the last two dimensions."""
+        return torch.fft.ifft2(self._product(k, self.post_conj), norm="ortho").mul_(self.pre_conj)

@@ -40,7 +40,7 @@ from recon.registry import get_registry
 
 METHODS = ("zero-filled", "tv")
 # TV weights for intensities normalised to ~[0, 1], chosen on the validation split (BENCHMARKS.md).
-DEFAULT_TV_LAMBDA = {"mri": 0.005, "mri-multicoil": 0.005, "blur": 0.002, "denoise": 0.05}
+DEFAULT_TV_LAMBDA = {"mri": 0.02, "mri-multicoil": 0.02, "blur": 0.002, "denoise": 0.05}
 
 
 @dataclass
@@ -134,7 +134,7 @@ def _kspace_problem(
         y = (kspace * mask)[:, None]
         full_images = ifft2c(kspace).abs()[:, None]
     zero_filled = physics.A_adjoint(y).abs()
-    scale = _scale(zero_filled)
+    scale = _scale(zero_filled, scan.source)
     y = y / scale
     if noise is not None:
         physics.noise_model = build_noise(noise, seed)
@@ -155,28 +155,30 @@ def _image_problem(
     params = typed_params(entry, params)
     physics = build_operator(operator, scan.image_shape, noise=noise, noise_seed=seed, **params).to(device)
     images = torch.from_numpy(scan.images)[:, None].to(device)
-    scale = max(float(images.max()), 1e-12)
+    scale = float(images.max())
+    if not scale > 0:
+        raise InputError("image has no positive values: nothing to reconstruct", scan.source)
     truth = images / scale
     complex_images = entry.meta.get("domain") == "complex"
     x = truth.to(torch.complex64) if complex_images else truth
     with torch.no_grad():
         y = physics(x)
-    mask = getattr(physics, "mask", None)
+    mask = getattr(physics, "mask", None)  # a k-space sampling mask, when the operator has one
     stored = None
-    if isinstance(mask, torch.Tensor):
+    if isinstance(mask, torch.Tensor) and tuple(mask.shape) == scan.image_shape:
         grid = mask.cpu().numpy()
         stored = grid[0] if bool((grid == grid[:1]).all()) else grid
     return Problem(physics, y, truth, scale, complex_images, stored, {"params": params})
 
 
-def _scale(zero_filled: torch.Tensor) -> float:
+def _scale(zero_filled: torch.Tensor, source: str) -> float:
     value = float(
         torch.quantile(zero_filled.flatten()[:: max(1, zero_filled.numel() // 2**20)].float(), 0.99)
     )
     if not math.isfinite(value) or value <= 0:
         value = float(zero_filled.max())
     if not math.isfinite(value) or value <= 0:
-        raise InputError("measurements are all zero")
+        raise InputError("measured k-space is all zero", source)
     return value
 
 
@@ -191,6 +193,7 @@ def prepare(
     """Turn a scan into a normalised :class:`Problem` (see the module docstring)."""
     device = torch.device(device)
     params = dict(params or {})
+    get_registry("operators").lookup(operator)  # unknown names fail before anything else
     if scan.kspace is not None:
         return _kspace_problem(scan, operator, params, noise, seed, device)
     if scan.images is None:

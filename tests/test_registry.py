@@ -102,7 +102,7 @@ def test_misspelt_hook_is_caught(plugins):
 def test_conflicting_names_name_both_plugins(plugins):
     plugins({"clash": CONFLICT})
     host = PluginHost()
-    with pytest.raises(PluginError, match="'recon.operators'.*'clash'"):
+    with pytest.raises(PluginError, match=r"'recon\.operators'.*'clash'"):
         host.registry("operators")
 
 
