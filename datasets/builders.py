@@ -142,38 +142,39 @@ def _keep_signal(slices: np.ndarray, fraction: float = 0.3) -> np.ndarray:
     return slices[means >= fraction * means.max()]
 
 
+def _write_volume(out: Path, path: Path, volume: Volume, slices: np.ndarray, seed: int) -> dict[str, Any]:
+    """Scale ``slices`` to a maximum of 1, simulate k-space, write ``path``; return its manifest record."""
+    magnitude = slices / max(float(slices.max()), 1e-12)
+    kspace, target = simulate_kspace(magnitude, _seed_for(volume.name, seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    provenance = {"source": volume.source, "license": volume.license, "split": volume.split}
+    write_fastmri(
+        path,
+        kspace,
+        target,
+        attrs={"acquisition": "simulated single-coil", "patient_id": volume.subject, **provenance},
+    )
+    return {
+        "file": str(path.relative_to(out)),
+        "subject": volume.subject,
+        "slices": int(kspace.shape[0]),
+        "shape": list(kspace.shape[-2:]),
+        **provenance,
+    }
+
+
 def build_packaged_mr(out: Path, seed: int = 0) -> dict[str, Any]:
     """Real MR slices from dipy and nibabel, split train / val / test by subject."""
-    records = []
-    for volume in VOLUMES:
-        slices = _keep_signal(np.ascontiguousarray(volume.load(), dtype=np.float32))
-        magnitude = slices / max(float(slices.max()), 1e-12)
-        kspace, target = simulate_kspace(magnitude, _seed_for(volume.name, seed))
-        (out / volume.split).mkdir(parents=True, exist_ok=True)
-        path = out / volume.split / f"{volume.name}.h5"
-        write_fastmri(
-            path,
-            kspace,
-            target,
-            attrs={
-                "acquisition": "simulated single-coil",
-                "patient_id": volume.subject,
-                "source": volume.source,
-                "license": volume.license,
-                "split": volume.split,
-            },
+    records = [
+        _write_volume(
+            out,
+            out / volume.split / f"{volume.name}.h5",
+            volume,
+            _keep_signal(np.ascontiguousarray(volume.load(), dtype=np.float32)),
+            seed,
         )
-        records.append(
-            {
-                "file": str(path.relative_to(out)),
-                "split": volume.split,
-                "subject": volume.subject,
-                "slices": int(kspace.shape[0]),
-                "shape": list(kspace.shape[-2:]),
-                "source": volume.source,
-                "license": volume.license,
-            }
-        )
+        for volume in VOLUMES
+    ]
     return {"name": "packaged-mr", "seed": seed, "volumes": records}
 
 
@@ -208,29 +209,8 @@ def build_phantoms(
 def build_sample(out: Path, seed: int = 0) -> dict[str, Any]:
     """The bundled demo file: the dipy T1 coronal slice (a test-split subject) as k-space."""
     volume = next(v for v in VOLUMES if v.name == "dipy-t1")
-    magnitude = volume.load()
-    magnitude = magnitude / magnitude.max()
-    kspace, target = simulate_kspace(magnitude, _seed_for(volume.name, seed))
-    path = out / BUNDLED_SAMPLE.name
-    write_fastmri(
-        path,
-        kspace,
-        target,
-        attrs={
-            "acquisition": "simulated single-coil",
-            "patient_id": volume.subject,
-            "source": volume.source,
-            "license": volume.license,
-            "split": volume.split,
-        },
-    )
-    return {
-        "name": "sample",
-        "seed": seed,
-        "volumes": [
-            {"file": path.name, "split": volume.split, "source": volume.source, "license": volume.license}
-        ],
-    }
+    record = _write_volume(out, out / BUNDLED_SAMPLE.name, volume, volume.load(), seed)
+    return {"name": "sample", "seed": seed, "volumes": [record]}
 
 
 BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
