@@ -53,7 +53,8 @@ def _print_entries(entries: list[dict[str, Any]], as_json: bool, columns: tuple[
         print(json.dumps(entries, indent=2))
         return
     widths = [max(len(c), *(len(str(e.get(c, ""))) for e in entries)) for c in columns[:-1]]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, [*widths, 0], strict=True)).rstrip())
+    header = (c.removesuffix("_text").upper() for c in columns)
+    print("  ".join(h.ljust(w) for h, w in zip(header, [*widths, 0], strict=True)).rstrip())
     for e in entries:
         print(
             "  ".join(str(e.get(c, "")).ljust(w) for c, w in zip(columns, [*widths, 0], strict=True)).rstrip()

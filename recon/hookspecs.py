@@ -52,3 +52,9 @@ def recon_register_dataset_readers(register: Register) -> None:
     Give ``suffixes=(".ext", ...)`` in ``meta``; optionally ``sniff=callable(head: bytes) -> bool``
     to recognise files by their first bytes whatever their name.
     """
+
+
+@hookspec
+def recon_register_regularizers(register: Register) -> None:
+    """Register sparsity regularizers: ``factory(lam, **params)`` returns a
+    ``recon.sparsity.Regularizer`` (``value``, ``prox(v, delta)``, ``subgradient``, ``config``)."""

@@ -6,7 +6,10 @@ from __future__ import annotations
 import deepinv as dinv
 from torch import nn
 
+from recon.errors import InputError
 from recon.hookspecs import Register, hookimpl
+from recon.nets import search_spaces
+from recon.nets.graph import GraphNet
 
 
 def unet(
@@ -33,7 +36,35 @@ def dncnn(in_channels: int = 1, out_channels: int = 1, depth: int = 17, features
     )
 
 
+def gated_unet(
+    in_channels: int = 1,
+    out_channels: int = 1,
+    widths: tuple[int, ...] = (32, 64, 128),
+    blocks: int = 1,
+    residual: bool = True,
+    gate_init: float = 0.0,
+) -> nn.Module:
+    """Searchable U-Net (GraphNet) with gated residual blocks, skips and global residual."""
+    return GraphNet(search_spaces.gated_unet(in_channels, out_channels, widths, blocks, residual, gate_init))
+
+
+def gated_autoencoder(
+    in_channels: int = 1,
+    out_channels: int = 1,
+    widths: tuple[int, ...] = (32, 64),
+    latent: int = 64,
+    blocks: int = 1,
+    gate_init: float = 0.0,
+) -> nn.Module:
+    """Searchable autoencoder (GraphNet); the active latent channels are the code size."""
+    if out_channels != in_channels:
+        raise InputError("an autoencoder reproduces its input: out_channels must equal in_channels")
+    return GraphNet(search_spaces.gated_autoencoder(in_channels, widths, latent, blocks, gate_init))
+
+
 @hookimpl
 def recon_register_networks(register: Register) -> None:
     register("unet", unet)
     register("dncnn", dncnn)
+    register("gated-unet", gated_unet, searchable=True)
+    register("gated-autoencoder", gated_autoencoder, searchable=True)

@@ -38,6 +38,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "recon.operators",
     "recon.networks",
     "recon.datasets.readers",
+    "recon.sparsity",
 )
 HOOK_PREFIX = "recon_register_"
 # Parameters that recon itself supplies when it calls a factory of that kind.

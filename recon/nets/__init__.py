@@ -1,0 +1,16 @@
+"""Networks described as graphs (GraphNet), search spaces, compaction."""
+
+from recon.nets.compact import channel_report, compact
+from recon.nets.graph import GraphNet, flops, load_graph, save_graph
+from recon.nets.search_spaces import gated_autoencoder, gated_unet
+
+__all__ = [
+    "GraphNet",
+    "channel_report",
+    "compact",
+    "flops",
+    "gated_autoencoder",
+    "gated_unet",
+    "load_graph",
+    "save_graph",
+]

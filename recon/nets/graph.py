@@ -1,0 +1,247 @@
+r"""GraphNet: a convolutional network described by a JSON graph, executed by one small module.
+
+Both the searchable super-networks and the compact networks that :func:`recon.nets.compact.compact`
+derives from them are GraphNets, so a compact model is loaded from its JSON description and
+safetensors weights alone, without the code that built the super-network.
+
+A spec is a dict ``{"format": "recon.graph/1", "in_channels": C, "gates": {name: value},
+"nodes": [...], "output": name}``; the network input is the node ``"input"``. Nodes, in
+topological order:
+
+- ``conv``: the channel concatenation of ``inputs`` (each multiplied by its gate, ``gates[i]`` a
+  gate name or ``null``) → ``Conv2d(kernel, stride)`` with reflect padding → ``act`` (relu|none).
+- ``add``: :math:`\sum_i g_i x_i` (+ a per-channel ``offset`` when ``"offset": true``). Optional
+  ``take``/``to`` lists select channels of an input and place them at output channels.
+- ``upsample``: bilinear resize of ``inputs[0]`` to the spatial size of ``inputs[1]``, or by the
+  integer factor ``scale`` when there is no second input.
+- ``const``: per-channel constants (``values``) at the spatial size of ``inputs[0]``.
+
+Every operation maps a spatially constant channel to a constant channel (reflect padding, bilinear
+resizing): that is what lets compaction fold dead units into biases exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from recon.errors import InputError
+from recon.files import atomic_outputs
+
+FORMAT = "recon.graph/1"
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+OPS = ("conv", "add", "upsample", "const")
+
+
+def _fail(message: str) -> None:
+    raise InputError(f"invalid network description: {message}")
+
+
+def node_channels(spec: Mapping[str, Any]) -> dict[str, int]:
+    """Output channels of every node (validating the spec on the way)."""
+    if spec.get("format") != FORMAT:
+        _fail(f"format must be {FORMAT!r}, got {spec.get('format')!r}")
+    channels = {"input": int(spec["in_channels"])}
+    gates = spec.get("gates", {})
+    for node in spec["nodes"]:
+        name, op, inputs = node.get("name"), node.get("op"), node.get("inputs", [])
+        if not isinstance(name, str) or not _NAME.match(name) or name in channels:
+            _fail(f"bad or repeated node name {name!r}")
+        if op not in OPS:
+            _fail(f"node {name!r} has unknown op {op!r}")
+        if not inputs or any(i not in channels for i in inputs):
+            _fail(f"node {name!r} reads an undefined node (nodes must be in topological order)")
+        for gate in node.get("gates", [None] * len(inputs)):
+            if gate is not None and gate not in gates:
+                _fail(f"node {name!r} uses undefined gate {gate!r}")
+        if op == "conv":
+            channels[name] = int(node["out"])
+        elif op == "add":
+            channels[name] = int(node["channels"])
+            takes = node.get("take") or [None] * len(inputs)
+            tos = node.get("to") or [None] * len(inputs)
+            for src, take, to in zip(inputs, takes, tos, strict=True):
+                width = len(take) if take is not None else channels[src]
+                target = len(to) if to is not None else channels[name]
+                if width != target or (take is not None and max(take, default=-1) >= channels[src]):
+                    _fail(f"add node {name!r}: input {src!r} does not fit")
+        elif op == "upsample":
+            channels[name] = channels[inputs[0]]
+        else:
+            channels[name] = len(node["values"])
+        if channels[name] < 1:
+            _fail(f"node {name!r} has no channels")
+    if spec.get("output") not in channels:
+        _fail(f"output {spec.get('output')!r} is not a node")
+    return channels
+
+
+class GraphNet(nn.Module):
+    """Executes a graph spec; parameters are ``convs.<node>.weight|bias`` and ``gates.<gate>``."""
+
+    def __init__(self, spec: Mapping[str, Any]):
+        super().__init__()
+        self.spec = json.loads(json.dumps(spec))  # a private, JSON-clean copy
+        self.channels = node_channels(self.spec)
+        self.convs = nn.ModuleDict()
+        for node in self.spec["nodes"]:
+            if node["op"] == "conv":
+                in_ch = sum(self.channels[i] for i in node["inputs"])
+                k = int(node.get("kernel", 3))
+                self.convs[node["name"]] = nn.Conv2d(
+                    in_ch,
+                    node["out"],
+                    k,
+                    stride=int(node.get("stride", 1)),
+                    padding=k // 2,
+                    padding_mode="reflect" if k > 1 else "zeros",
+                )
+            elif node["op"] == "add" and node.get("offset"):
+                self.register_buffer(f"offset_{node['name']}", torch.zeros(self.channels[node["name"]]))
+            elif node["op"] == "const":
+                self.register_buffer(
+                    f"const_{node['name']}", torch.tensor(node["values"], dtype=torch.float32)
+                )
+        self.gates = nn.ParameterDict(
+            {g: nn.Parameter(torch.tensor(float(v))) for g, v in self.spec.get("gates", {}).items()}
+        )
+
+    def _gated(self, values: dict[str, Tensor], node: Mapping[str, Any]) -> list[Tensor]:
+        out = []
+        for src, gate in zip(node["inputs"], node.get("gates") or [None] * len(node["inputs"]), strict=True):
+            out.append(values[src] if gate is None else values[src] * self.gates[gate])
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        values: dict[str, Tensor] = {"input": x}
+        for node in self.spec["nodes"]:
+            name, op = node["name"], node["op"]
+            if op == "conv":
+                inputs = self._gated(values, node)
+                y = self.convs[name](inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1))
+                values[name] = F.relu(y) if node.get("act", "relu") == "relu" else y
+            elif op == "add":
+                values[name] = self._add(values, node)
+            elif op == "upsample":
+                src = values[node["inputs"][0]]
+                size = (
+                    values[node["inputs"][1]].shape[-2:]
+                    if len(node["inputs"]) > 1
+                    else tuple(int(node.get("scale", 2)) * d for d in src.shape[-2:])
+                )
+                values[name] = (
+                    src
+                    if src.shape[-2:] == size
+                    else F.interpolate(src, size=size, mode="bilinear", align_corners=False)
+                )
+            else:
+                like = values[node["inputs"][0]]
+                const = getattr(self, f"const_{name}").to(like.dtype)
+                values[name] = const[None, :, None, None].expand(like.shape[0], -1, *like.shape[-2:])
+        return values[self.spec["output"]]
+
+    def _add(self, values: dict[str, Tensor], node: Mapping[str, Any]) -> Tensor:
+        inputs = self._gated(values, node)
+        takes, tos = node.get("take"), node.get("to")
+        if takes is None and tos is None and not node.get("offset"):
+            out = inputs[0]
+            for t in inputs[1:]:
+                out = out + t
+            return out
+        first = inputs[0]
+        out = first.new_zeros(first.shape[0], self.channels[node["name"]], *first.shape[-2:])
+        if node.get("offset"):
+            out = out + getattr(self, f"offset_{node['name']}").to(first.dtype)[None, :, None, None]
+        for i, t in enumerate(inputs):
+            take = (takes or [None] * len(inputs))[i]
+            to = (tos or [None] * len(inputs))[i]
+            part = t if take is None else t[:, take]
+            out = out + part if to is None else out.index_add(1, torch.tensor(to, device=t.device), part)
+        return out
+
+    def conv_nodes(self) -> list[Mapping[str, Any]]:
+        return [n for n in self.spec["nodes"] if n["op"] == "conv"]
+
+
+def spatial_sizes(spec: Mapping[str, Any], size: tuple[int, int]) -> dict[str, tuple[int, int]]:
+    """Spatial size of every node's output for an input of ``size``."""
+    sizes = {"input": (int(size[0]), int(size[1]))}
+    for node in spec["nodes"]:
+        first = sizes[node["inputs"][0]]
+        if node["op"] == "conv":
+            k, s = int(node.get("kernel", 3)), int(node.get("stride", 1))
+            p = k // 2
+            sizes[node["name"]] = tuple((d + 2 * p - k) // s + 1 for d in first)
+        elif node["op"] == "upsample":
+            scale = int(node.get("scale", 2))
+            sizes[node["name"]] = (
+                sizes[node["inputs"][1]] if len(node["inputs"]) > 1 else (first[0] * scale, first[1] * scale)
+            )
+        else:
+            sizes[node["name"]] = first
+    return sizes
+
+
+def flops(spec: Mapping[str, Any], size: tuple[int, int]) -> int:
+    """Floating-point operations of one forward pass on one image of ``size``: 2 per convolution
+    multiply-add, 1 per element of additions (bias, sums, gates); resizing counted as 4 per element."""
+    channels, sizes = node_channels(spec), spatial_sizes(spec, size)
+    total = 0
+    for node in spec["nodes"]:
+        pixels = math.prod(sizes[node["name"]])
+        out = channels[node["name"]]
+        if node["op"] == "conv":
+            cin = sum(channels[i] for i in node["inputs"])
+            total += (2 * cin * int(node.get("kernel", 3)) ** 2 + 1) * out * pixels
+        elif node["op"] == "add":
+            total += len(node["inputs"]) * out * pixels
+        elif node["op"] == "upsample":
+            total += 4 * out * pixels
+    return total
+
+
+def save_graph(
+    net: GraphNet, path: str | Path, metadata: Mapping[str, Any] | None = None
+) -> tuple[Path, Path]:
+    """Write ``path.safetensors`` (weights) and ``path.json`` (graph + metadata) atomically."""
+    stem = Path(path)
+    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
+    weights, description = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    with atomic_outputs(weights, description) as (w_tmp, d_tmp):
+        save_file(tensors, str(w_tmp), metadata={"format": FORMAT})
+        d_tmp.write_text(json.dumps({"graph": net.spec, "metadata": dict(metadata or {})}, indent=1) + "\n")
+    return weights, description
+
+
+def load_graph(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[GraphNet, dict[str, Any]]:
+    """Load a GraphNet from ``path.json`` + ``path.safetensors`` (no unpickling); returns (net, metadata)."""
+    stem = Path(path)
+    stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
+    description, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    for f in (description, weights):
+        if not f.is_file():
+            raise InputError("model file not found", f)
+    try:
+        document = json.loads(description.read_text())
+        net = GraphNet(document["graph"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"not a recon network description ({exc})", description) from None
+    try:
+        tensors = load_file(str(weights), device=str(map_location))
+    except Exception as exc:  # safetensors raises its own error types for corrupt files
+        raise InputError(f"cannot read weights ({exc})", weights) from None
+    expected = net.state_dict()
+    if set(tensors) != set(expected) or any(tensors[k].shape != expected[k].shape for k in expected):
+        raise InputError("weights do not match the network description", weights)
+    net.load_state_dict(tensors)
+    return net.to(map_location), dict(document.get("metadata", {}))
