@@ -155,6 +155,55 @@ def _version() -> str:
     return __version__
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from recon.search import SearchConfig, run_search
+
+    def integers(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(t) for t in text.split(","))
+        except ValueError:
+            raise InputError(f"expected comma-separated integers, got {text!r}") from None
+
+    task_params = _key_values(args.param)
+    config = SearchConfig(
+        task=args.task,
+        task_params=task_params,
+        widths=integers(args.widths),
+        blocks=args.blocks,
+        latent=args.latent,
+        lam=args.lam,
+        gate_lam=args.gate_lam,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        init_density=args.init_density,
+        steps=args.steps,
+        batch=args.batch,
+        patch=args.patch,
+        seed=args.seed,
+        log_every=max(1, args.steps // 40),
+        sources=tuple(s for s in args.sources.split(",") if s),
+    )
+    if config.steps < 1 or config.batch < 1 or config.patch < 8:
+        raise InputError("--steps and --batch must be positive and --patch at least 8")
+    result = run_search(config, args.out, device=resolve_device(args.device))
+    print(
+        json.dumps(
+            {
+                "out": str(args.out),
+                "task": args.task,
+                "density": result["density"],
+                "active_channels": result["active_channels"],
+                "total_channels": result["total_channels"],
+                "open_gates": result["open_gates"],
+                "flops_compact": result["flops_compact"],
+                "flops_supernet": result["flops_supernet"],
+                "test": result["test"],
+            }
+        )
+    )
+    return 0
+
+
 def cmd_datasets_build(args: argparse.Namespace) -> int:
     from recon.datasets.builders import build_dataset
 
@@ -224,6 +273,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reader", help="force a dataset reader (see: recon list dataset_readers)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     p.set_defaults(run=cmd_reconstruct)
+
+    p = sub.add_parser("search", help="find a sparse architecture by group-sparse Bregman training")
+    p.add_argument("--task", default="denoise", choices=("denoise", "deblur", "mri", "autoencoder"))
+    p.add_argument("--out", required=True, help="output folder (architecture.json, growth.png, model.*)")
+    p.add_argument("--optimizer", default="adabreg", choices=("adabreg", "linbreg"))
+    p.add_argument("--lam", type=float, default=0.05, help="group-sparsity strength λ")
+    p.add_argument("--gate-lam", dest="gate_lam", type=float, help="ℓ1 strength on gates (default: λ)")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=64)
+    p.add_argument("--widths", default="16,32,64", help="channels per U-Net level")
+    p.add_argument("--blocks", type=int, default=1, help="residual blocks per level")
+    p.add_argument("--latent", type=int, default=64, help="latent channels of the autoencoder super-network")
+    p.add_argument("--init-density", dest="init_density", type=float, default=0.01)
+    p.add_argument("--sources", default="mr,natural,phantom", help="training images: mr, natural, phantom")
+    p.add_argument(
+        "-p", "--param", action="append", metavar="KEY=VALUE", help="task parameter, e.g. sigma=0.05"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_search)
 
     datasets = sub.add_parser("datasets", help="build datasets from packaged data").add_subparsers(
         dest="datasets_command", required=True, parser_class=_Parser

@@ -3,7 +3,9 @@ r"""Sparse initialisation for inverse-scale-space training.
 Each weight (``grouping="element"``) or each group (``"channel"``: a whole output channel,
 ``"kernel"``: one k×k kernel) is kept with probability :math:`r` (default 1%). Kept weights are
 drawn from He's normal distribution with the variance scaled by :math:`1/r`, so the expected
-output variance matches a dense He initialisation. Biases are dense and, for ReLU networks,
+output variance matches a dense He initialisation. At least ``min_groups`` groups per tensor are kept:
+with channel groups and :math:`r = 1\%` most layers would otherwise start empty, and an empty layer
+passes no gradient, so nothing before it could ever switch on. Biases are dense and, for ReLU networks,
 a small positive constant, so that units whose weights are all zero still pass a signal and do not
 collapse. Gates (``gates.*``) are set to ``gate_value`` (0: skips start closed). Randomness comes
 only from ``generator``.
@@ -31,9 +33,11 @@ def sparse_init_(
     gate_value: float = 0.0,
     generator: torch.Generator | None = None,
     keep_dense: tuple[str, ...] = (),
+    min_groups: int = 1,
 ) -> nn.Module:
     """Initialise ``model`` in place; parameters whose name starts with an entry of ``keep_dense``
-    get a dense He initialisation (e.g. the output layer)."""
+    get a dense He initialisation (e.g. the output layer). Every weight tensor keeps at least
+    ``min_groups`` groups, so that a signal path (and a gradient path) runs through every layer."""
     if not 0 < density <= 1:
         raise InputError(f"density must be in (0, 1], got {density}")
     for name, p in model.named_parameters():
@@ -49,7 +53,13 @@ def sparse_init_(
                     "channel": p.shape[:1] + (1,) * (p.dim() - 1),
                     "kernel": p.shape[:2] + (1,) * (p.dim() - 2),
                 }[grouping]
-                keep = torch.rand(shape, generator=generator) < density
+                scores = torch.rand(shape, generator=generator)
+                keep = scores < density
+                if min_groups > 0:  # force the min_groups lowest scores on
+                    flat = scores.flatten()
+                    keep.view(-1)[torch.topk(flat, min(min_groups, flat.numel()), largest=False).indices] = (
+                        True
+                    )
                 values = values * keep / math.sqrt(density)
             p.copy_(values)
         else:
@@ -66,3 +76,39 @@ def density(model: nn.Module, *, weights_only: bool = True) -> float:
         total += p.numel()
         nonzero += int(torch.count_nonzero(p))
     return nonzero / max(total, 1)
+
+
+@torch.no_grad()
+def normalize_activations_(
+    model: nn.Module, probe: torch.Tensor, target: float = 1.0, last_target: float = 0.1
+) -> nn.Module:
+    """Layer-sequential unit-variance rescaling (Mishkin & Matas, "All you need is a good init", 2016).
+
+    In forward order, each convolution or linear layer with non-zero weights is run on ``probe`` and
+    its weights are scaled so that its pre-activation output has standard deviation ``target`` over
+    the channels it computes (``last_target`` for the last layer: a network starts close to its skip
+    connections rather than with unit-variance noise on its output). A sparse start needs this: with
+    whole channels switched off, the live fan-in of a layer is unknown beforehand, and a fixed 1/r
+    variance scaling would make the signal explode or vanish through a deep, thin path.
+    """
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for index, layer in enumerate(layers):
+        if not bool(torch.count_nonzero(layer.weight)):
+            continue
+        out = _output_of(model, layer, probe)
+        rows = layer.weight.flatten(1).abs().amax(dim=1) > 0
+        bias = layer.bias.view(1, -1, *([1] * (out.dim() - 2))) if layer.bias is not None else 0
+        std = float((out - bias).transpose(0, 1)[rows].std())
+        if std > 0 and torch.isfinite(torch.tensor(std)):
+            layer.weight.mul_((last_target if index == len(layers) - 1 else target) / std)
+    return model
+
+
+def _output_of(model: nn.Module, layer: nn.Module, probe: torch.Tensor) -> torch.Tensor:
+    captured: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+    try:
+        model(probe)
+    finally:
+        handle.remove()
+    return captured[0]

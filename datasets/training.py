@@ -1,0 +1,141 @@
+"""Training and held-out images from data that ships with the packages, and a seeded patch dataset.
+
+Sources (nothing is downloaded):
+
+- ``mr``: magnitude slices of the ``packaged-mr`` dataset (dipy / nibabel brains), built on first use
+  into ``$RECON_DATA/packaged-mr`` (default ``~/.cache/recon``); split by subject as the builder does.
+- ``natural``: scikit-image's bundled photographs, as grayscale in [0, 1]. Train: textures, coins,
+  moon, page, text, coffee, chelsea, rocket, hubble; validation: cell; test: camera, astronaut.
+- ``phantom``: procedural phantoms (train split only; unlimited).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recon.datasets.builders import build_dataset
+from recon.datasets.fastmri import SliceDataset
+from recon.datasets.phantom import phantom
+from recon.errors import InputError
+
+NATURAL = {
+    "train": (
+        "brick",
+        "grass",
+        "gravel",
+        "coins",
+        "moon",
+        "page",
+        "text",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "hubble_deep_field",
+    ),
+    "val": ("cell",),
+    "test": ("camera", "astronaut"),
+}
+SPLITS = ("train", "val", "test")
+
+
+def data_home() -> Path:
+    """Where built datasets are cached: ``$RECON_DATA`` or ``~/.cache/recon``."""
+    return Path(os.environ.get("RECON_DATA") or Path.home() / ".cache" / "recon")
+
+
+def packaged_mr_root() -> Path:
+    """The ``packaged-mr`` dataset folder, built on first use."""
+    root = data_home() / "packaged-mr"
+    if not (root / "manifest.json").exists():
+        build_dataset("packaged-mr", root)
+    return root
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+
+
+@lru_cache(maxsize=8)
+def mr_slices(split: str) -> tuple[np.ndarray, ...]:
+    """Ground-truth magnitude slices (float32, volume maximum 1) of one split of ``packaged-mr``."""
+    _check_split(split)
+    files = sorted((packaged_mr_root() / split).glob("*.h5"))
+    return tuple(item["target"][0].numpy() for item in SliceDataset(files))
+
+
+@lru_cache(maxsize=8)
+def natural_images(split: str) -> tuple[np.ndarray, ...]:
+    """scikit-image photographs of one split, grayscale float32 in [0, 1]."""
+    _check_split(split)
+    from skimage import color, data, img_as_float32
+
+    out = []
+    for name in NATURAL[split]:
+        image = getattr(data, name)()
+        if image.ndim == 3:
+            image = color.rgb2gray(image[..., :3])
+        out.append(img_as_float32(image))
+    return tuple(out)
+
+
+def image_pool(
+    sources: Sequence[str] = ("mr", "natural", "phantom"),
+    split: str = "train",
+    phantoms: int = 64,
+    phantom_size: int = 128,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """All images of ``split`` from the chosen sources (phantoms only for training)."""
+    pool: list[np.ndarray] = []
+    for source in sources:
+        if source == "mr":
+            pool.extend(mr_slices(split))
+        elif source == "natural":
+            pool.extend(natural_images(split))
+        elif source == "phantom":
+            if split == "train":
+                pool.extend(phantom((phantom_size, phantom_size), (seed, 7, i)) for i in range(phantoms))
+        else:
+            raise InputError(f"unknown image source {source!r} (known: mr, natural, phantom)")
+    if not pool:
+        raise InputError(f"no images for split {split!r} from sources {list(sources)}")
+    return pool
+
+
+class PatchDataset(torch.utils.data.Dataset):
+    """Random ``patch × patch`` crops with random flips and 90° rotations; item ``i`` is drawn with
+    ``numpy.random.default_rng((seed, i))``, so items are reproducible in any order and worker."""
+
+    def __init__(self, images: Sequence[np.ndarray], patch: int = 64, length: int = 10_000, seed: int = 0):
+        if patch < 8:
+            raise InputError(f"patch must be >= 8, got {patch}")
+        self.images = [self._pad(np.asarray(im, dtype=np.float32), patch) for im in images]
+        self.patch, self.length, self.seed = patch, int(length), int(seed)
+        areas = np.array([im.size for im in self.images], dtype=np.float64)
+        self.weights = areas / areas.sum()  # sample images in proportion to their area
+
+    @staticmethod
+    def _pad(image: np.ndarray, patch: int) -> np.ndarray:
+        pad = [(0, max(0, patch - s)) for s in image.shape]
+        return np.pad(image, pad, mode="reflect") if any(p[1] for p in pad) else image
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng((self.seed, index))
+        image = self.images[rng.choice(len(self.images), p=self.weights)]
+        top = rng.integers(0, image.shape[0] - self.patch + 1)
+        left = rng.integers(0, image.shape[1] - self.patch + 1)
+        crop = image[top : top + self.patch, left : left + self.patch]
+        crop = np.rot90(crop, k=int(rng.integers(4)))
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(crop))[None]

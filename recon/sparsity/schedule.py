@@ -1,0 +1,53 @@
+"""λ control toward a target weight density.
+
+Inverse scale space gives no direct handle on the final density: it depends on λ, the step size
+and how informative the gradients are. :class:`DensityController` measures the density of the
+weights every ``every`` steps and multiplies λ by ``factor`` (density too high) or divides it
+(too low), through :meth:`~recon.sparsity.optim._Bregman.scale_regularization`. ``v`` is left as it
+is, so a larger λ shrinks the active groups and switches the weakest off: that is what lets the
+density come down after a burst of growth (keeping the weights fixed instead would freeze every
+active group forever).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from recon.errors import InputError
+from recon.sparsity.init import density
+
+
+class DensityController:
+    """Multiplicative λ control: keep the weight density within ``target·(1 ± tolerance)``."""
+
+    def __init__(
+        self,
+        optimizer,
+        model: nn.Module,
+        target: float,
+        *,
+        factor: float = 1.05,
+        tolerance: float = 0.1,
+        every: int = 10,
+        keep_weights: bool = False,
+    ):
+        if not 0 < target <= 1 or factor <= 1 or every < 1:
+            raise InputError(f"invalid density control: target {target}, factor {factor}, every {every}")
+        if not hasattr(optimizer, "scale_regularization"):
+            raise InputError(f"{type(optimizer).__name__} has no adjustable regularisation")
+        self.optimizer, self.model, self.target = optimizer, model, target
+        self.factor, self.tolerance, self.every, self.keep_weights = factor, tolerance, every, keep_weights
+        self.scale = 1.0  # product of all changes so far
+
+    def __call__(self, step: int) -> None:
+        if step % self.every:
+            return
+        current = density(self.model)
+        if current > self.target * (1 + self.tolerance):
+            change = self.factor
+        elif current < self.target * (1 - self.tolerance):
+            change = 1 / self.factor
+        else:
+            return
+        self.optimizer.scale_regularization(change, keep_weights=self.keep_weights)
+        self.scale *= change

@@ -1,0 +1,175 @@
+"""GraphNet: execution, validation, FLOPs, exact compaction, safetensors+JSON round trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from recon import InputError
+from recon.nets import (
+    GraphNet,
+    channel_report,
+    compact,
+    flops,
+    gated_autoencoder,
+    gated_unet,
+    load_graph,
+    save_graph,
+)
+from recon.nets.graph import FORMAT
+
+
+def _sparsify(net: GraphNet, seed: int, rows: float = 0.5, gates: float = 0.3) -> GraphNet:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, conv in net.convs.items():
+            conv.weight.normal_(0, 0.3, generator=g)
+            conv.bias.uniform_(-0.2, 0.3, generator=g)
+            if name != "head":
+                conv.weight[torch.rand(conv.weight.shape[0], generator=g) < rows] = 0
+        for p in net.gates.values():
+            p.fill_(
+                0.0
+                if float(torch.rand((), generator=g)) < gates
+                else float(torch.rand((), generator=g)) + 0.2
+            )
+    return net
+
+
+@pytest.mark.parametrize("size", [(32, 32), (37, 45)])
+def test_unet_keeps_the_image_size(size):
+    net = GraphNet(gated_unet(widths=(4, 8, 16)))
+    assert net(torch.randn(2, 1, *size)).shape == (2, 1, *size)
+
+
+def test_autoencoder_shapes_and_latent():
+    spec = gated_autoencoder(widths=(4, 8), latent=6)
+    net = GraphNet(spec)
+    assert net(torch.randn(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    assert net.convs["latent"].out_channels == 6 and spec["meta"]["latent"] == "latent"
+
+
+def test_flops_closed_form():
+    spec = {
+        "format": FORMAT,
+        "in_channels": 3,
+        "nodes": [{"name": "c", "op": "conv", "inputs": ["input"], "out": 5, "kernel": 3, "stride": 1}],
+        "output": "c",
+    }
+    assert flops(spec, (10, 12)) == (2 * 3 * 9 + 1) * 5 * 10 * 12
+    strided = {**spec, "nodes": [{**spec["nodes"][0], "stride": 2}]}
+    assert flops(strided, (10, 12)) == (2 * 3 * 9 + 1) * 5 * 5 * 6
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda s: s.update(format="other"), "format"),
+        (lambda s: s["nodes"][0].update(inputs=["nowhere"]), "undefined node"),
+        (lambda s: s["nodes"][0].update(op="pool"), "unknown op"),
+        (lambda s: s["nodes"].append(dict(s["nodes"][0])), "repeated"),
+        (lambda s: s.update(output="nothing"), "output"),
+        (lambda s: s["nodes"][0].update(gates=["missing"]), "undefined gate"),
+    ],
+)
+def test_spec_validation(change, message):
+    spec = {
+        "format": FORMAT,
+        "in_channels": 1,
+        "gates": {},
+        "nodes": [{"name": "c", "op": "conv", "inputs": ["input"], "out": 2}],
+        "output": "c",
+    }
+    change(spec)
+    with pytest.raises(InputError, match=message):
+        GraphNet(spec)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("family", ["unet", "autoencoder"])
+def test_compaction_preserves_outputs_and_cuts_flops(seed, family):
+    spec = (
+        gated_unet(widths=(6, 12, 24), blocks=2)
+        if family == "unet"
+        else gated_autoencoder(widths=(6, 12), latent=10)
+    )
+    net = _sparsify(GraphNet(spec), seed)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        net = net.to(dtype)
+        small = compact(net)
+        assert next(small.parameters()).dtype == dtype
+        x = torch.randn(2, 1, 32, 32, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            a, b = net(x), small(x)
+        assert float((a - b).abs().max()) <= tol * max(1.0, float(a.abs().max()))
+    assert flops(small.spec, (32, 32)) < flops(net.spec, (32, 32))
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
+
+
+def test_closed_blocks_and_dead_units_disappear():
+    net = _sparsify(GraphNet(gated_unet(widths=(4, 8), blocks=1)), seed=0, rows=0.0, gates=0.0)
+    with torch.no_grad():
+        net.gates["enc0_b0_gate"].zero_()
+        net.convs["dec0_b0_conv1"].weight.zero_()  # a whole layer of dead ReLUs: a constant
+        net.convs["dec0_b0_conv1"].bias.fill_(0.7)
+    small = compact(net)
+    names = {n["name"] for n in small.spec["nodes"]}
+    assert not {"enc0_b0_conv1", "enc0_b0_conv2", "dec0_b0_conv1"} & names
+    x = torch.randn(1, 1, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(net.double()(x), small.double()(x))
+
+
+def test_unread_channels_are_removed():
+    net = _sparsify(
+        GraphNet(gated_unet(widths=(4, 8), blocks=0, residual=False)), seed=1, rows=0.0, gates=1.0
+    )
+    with torch.no_grad():
+        net.convs["dec0"].weight[:, 1] = 0  # channel 1 of the upsampled input is never read
+        net.convs["head"].weight[:, 2] = 0  # dec0's channel 2 is never read
+    small = compact(net)
+    assert small.convs["dec0"].out_channels == 3
+    x = torch.randn(1, 1, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(net.double()(x), small.double()(x))
+
+
+def test_channel_report():
+    net = _sparsify(GraphNet(gated_unet(widths=(4, 8))), seed=2)
+    report = channel_report(net)
+    assert report["total_channels"] == sum(c.out_channels for c in net.convs.values())
+    assert 0 < report["active_channels"] < report["total_channels"]
+    assert report["active_gates"] == sum(1 for p in net.gates.values() if float(p.detach()) != 0)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    net = compact(_sparsify(GraphNet(gated_unet(widths=(4, 8))), seed=3))
+    weights, description = save_graph(net, tmp_path / "model", metadata={"task": "denoise"})
+    assert weights.suffix == ".safetensors" and description.suffix == ".json"
+    document = json.loads(description.read_text())
+    assert document["metadata"] == {"task": "denoise"} and document["graph"]["format"] == FORMAT
+    loaded, meta = load_graph(tmp_path / "model.json")
+    x = torch.randn(1, 1, 24, 24)
+    torch.testing.assert_close(loaded(x), net(x))
+    assert meta["task"] == "denoise"
+
+
+def test_corrupt_model_files_are_input_errors(tmp_path):
+    net = GraphNet(gated_unet(widths=(4, 8)))
+    weights, description = save_graph(net, tmp_path / "m")
+    raw = weights.read_bytes()
+    weights.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="cannot read weights"):
+        load_graph(tmp_path / "m")
+    save_graph(net, tmp_path / "m")
+    description.write_text("{not json")
+    with pytest.raises(InputError, match="not a recon network"):
+        load_graph(tmp_path / "m")
+    other = GraphNet(gated_unet(widths=(4, 6)))
+    save_graph(net, tmp_path / "m")
+    save_graph(other, tmp_path / "o")
+    (tmp_path / "o.safetensors").replace(tmp_path / "m.safetensors")
+    with pytest.raises(InputError, match="do not match"):
+        load_graph(tmp_path / "m")
+    with pytest.raises(InputError, match="not found"):
+        load_graph(tmp_path / "absent")
