@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from recon.datasets.training import PatchDataset, image_pool
 from recon.nets import GraphNet, channel_report, compact, flops, gated_unet
+from recon.reconstructors import Reconstructor
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
 from recon.sparsity.schedule import DensityController
@@ -43,14 +44,18 @@ from recon.train import train
 EVAL_SIZE = (256, 256)
 
 
-def supernet(widths: tuple[int, ...], dense: bool, seed: int, probe: torch.Tensor) -> GraphNet:
+def supernet(
+    widths: tuple[int, ...], dense: bool, seed: int, probe: torch.Tensor, init: str = "measurement"
+) -> Reconstructor:
+    """The U-Net super-network as a reconstructor: dense (all gates open) or sparse (1% of channels)."""
     net = GraphNet(gated_unet(widths=widths, blocks=1))
     g = torch.Generator().manual_seed(seed)
     if dense:
         sparse_init_(net, density=1.0, grouping="element", gate_value=1.0, generator=g)
     else:
         sparse_init_(net, density=0.01, grouping="channel", keep_dense=("convs.head.",), generator=g)
-    return normalize_activations_(net, probe)
+    normalize_activations_(net, probe)
+    return Reconstructor(net, init=init)
 
 
 def bregman_groups(net: GraphNet, lam: float, lr: float, gate_factor: float = 1.0) -> list[dict[str, Any]]:
@@ -94,7 +99,7 @@ def step_times(
     x = torch.rand(batch, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     setups = {}
     for name in ("adam", "linbreg", "adabreg", "proxsgd"):
-        net = supernet(widths, dense=True, seed=0, probe=probe)
+        net = supernet(widths, dense=True, seed=0, probe=probe).net
         if name == "adam":
             opt = torch.optim.Adam(net.parameters(), lr=1e-4, foreach=True)
         elif name == "linbreg":
@@ -123,15 +128,19 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     data = PatchDataset(
         image_pool(("mr", "natural", "phantom"), "train"), 64, args.steps * args.batch, seed=0
     )
-    probe_clean = torch.stack([data[i] for i in range(8)])
-    probe = task.measure(probe_clean, torch.Generator().manual_seed(0))
+    sample = task.simulate(torch.stack([data[i] for i in range(8)]), torch.Generator().manual_seed(0))
+    probe = Reconstructor(GraphNet(gated_unet(widths=(2,), blocks=0)), init=task.init).net_input(
+        sample.y, sample.physics
+    )
     held_out = image_pool(("mr", "natural"), "test")
     results: dict[str, dict[str, Any]] = {}
 
-    def fit(name: str, net: GraphNet, opt: torch.optim.Optimizer, steps: int, control=None, after=None):
+    def fit(
+        name: str, model: Reconstructor, opt: torch.optim.Optimizer, steps: int, control=None, after=None
+    ):
         start = time.perf_counter()
         history = train(
-            net,
+            model,
             task,
             opt,
             data,
@@ -140,18 +149,19 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             seed=1,
             log_every=max(steps // 10, 1),
             after_step=(lambda s: [f(s) for f in (control, after) if f is not None]),
-            on_log=lambda s: {"density": density(net)},
+            on_log=lambda s: {"density": density(model.net)},
             description=f"{task_name}/{name}",
         )
         return history, time.perf_counter() - start
 
     def score(
-        name: str, net: GraphNet, history: list[dict[str, Any]], seconds: float, structured: bool
+        name: str, model: Reconstructor, history: list[dict[str, Any]], seconds: float, structured: bool
     ) -> None:
+        net = model.net
         small = compact(net) if structured else net
         report = channel_report(net)
         results[name] = {
-            **evaluate(small, task, held_out),
+            **evaluate(Reconstructor(small, **model.config()), task, held_out),
             "density": density(net),
             "active_channels": report["active_channels"],
             "total_channels": report["total_channels"],
@@ -170,7 +180,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         )
 
     # dense Adam
-    dense = supernet(widths, dense=True, seed=0, probe=probe)
+    dense = supernet(widths, dense=True, seed=0, probe=probe, init=task.init)
     history, seconds = fit(
         "adam", dense, torch.optim.Adam(dense.parameters(), lr=args.adam_lr, foreach=True), args.steps
     )
@@ -179,31 +189,31 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     # Bregman methods with λ control
     for name in ("linbreg", "adabreg"):
-        net = supernet(widths, dense=False, seed=0, probe=probe)
+        model = supernet(widths, dense=False, seed=0, probe=probe, init=task.init)
         if name == "linbreg":
-            opt = LinBreg(bregman_groups(net, args.linbreg_lam, args.linbreg_lr), momentum=0.9)
+            opt = LinBreg(bregman_groups(model.net, args.linbreg_lam, args.linbreg_lr), momentum=0.9)
         else:
-            opt = AdaBreg(bregman_groups(net, args.lam, args.adabreg_lr, gate_factor=10.0))
-        control = DensityController(opt, net, args.target, every=10)
-        history, seconds = fit(name, net, opt, args.steps, control)
-        score(name, net, history, seconds, structured=True)
+            opt = AdaBreg(bregman_groups(model.net, args.lam, args.adabreg_lr, gate_factor=10.0))
+        control = DensityController(opt, model.net, args.target, every=10)
+        history, seconds = fit(name, model, opt, args.steps, control)
+        score(name, model, history, seconds, structured=True)
         results[name]["lam_final"] = (args.linbreg_lam if name == "linbreg" else args.lam) * control.scale
 
     # ProxSGD from the dense start, λ raised until the target density is reached
-    net = supernet(widths, dense=True, seed=0, probe=probe)
-    opt = ProxSGD(bregman_groups(net, args.proxsgd_lam, args.proxsgd_lr), momentum=0.9)
-    control = _ProxControl(opt, net, args.target)
-    history, seconds = fit("proxsgd", net, opt, args.steps, control)
-    score("proxsgd", net, history, seconds, structured=True)
+    model = supernet(widths, dense=True, seed=0, probe=probe, init=task.init)
+    opt = ProxSGD(bregman_groups(model.net, args.proxsgd_lam, args.proxsgd_lr), momentum=0.9)
+    control = DensityController(opt, model.net, args.target, every=10)
+    history, seconds = fit("proxsgd", model, opt, args.steps, control)
+    score("proxsgd", model, history, seconds, structured=True)
 
     # magnitude pruning of the dense network to LinBreg's density, then masked fine-tuning
     pruned = copy.deepcopy(dense)
-    masks = magnitude_prune(pruned, results["linbreg"]["density"])
+    masks = magnitude_prune(pruned.net, results["adabreg"]["density"])
     opt = torch.optim.Adam(pruned.parameters(), lr=args.adam_lr / 3, foreach=True)
 
     def reapply(step: int) -> None:
         with torch.no_grad():
-            for name, module in pruned.convs.items():
+            for name, module in pruned.net.convs.items():
                 module.weight.mul_(masks[name])
 
     history, seconds = fit("magnitude", pruned, opt, max(1, int(args.finetune * args.steps)), after=reapply)
@@ -216,46 +226,22 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"task": task.config(), "methods": results}
 
 
-class _ProxControl:
-    """λ control for ProxSGD (no subgradient state to keep consistent: λ is simply scaled)."""
-
-    def __init__(
-        self, optimizer: ProxSGD, net: GraphNet, target: float, factor: float = 1.05, every: int = 10
-    ):
-        self.optimizer, self.net, self.target, self.factor, self.every = optimizer, net, target, factor, every
-
-    def __call__(self, step: int) -> None:
-        if step % self.every:
-            return
-        current = density(self.net)
-        change = (
-            self.factor
-            if current > self.target * 1.1
-            else 1 / self.factor
-            if current < self.target * 0.9
-            else 1
-        )
-        if change != 1:
-            for group in self.optimizer.param_groups:
-                if group["name"] in ("weights", "gates"):
-                    group["reg"] = copy.copy(group["reg"])
-                    group["reg"].lam *= change
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="denoise,deblur")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=2500)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--widths", default="24,48,96")
     parser.add_argument(
         "--target", type=float, default=0.08, help="target weight density for the sparse methods"
     )
     parser.add_argument("--lam", type=float, default=0.05, help="initial λ of AdaBreg")
-    parser.add_argument("--linbreg-lam", dest="linbreg_lam", type=float, default=0.003, help="initial λ of LinBreg")
+    parser.add_argument(
+        "--linbreg-lam", dest="linbreg_lam", type=float, default=0.003, help="initial λ of LinBreg"
+    )
     parser.add_argument("--adam-lr", dest="adam_lr", type=float, default=1e-3)
     parser.add_argument("--adabreg-lr", dest="adabreg_lr", type=float, default=1e-3)
-    parser.add_argument("--linbreg-lr", dest="linbreg_lr", type=float, default=0.05)
+    parser.add_argument("--linbreg-lr", dest="linbreg_lr", type=float, default=0.1)
     parser.add_argument("--proxsgd-lr", dest="proxsgd_lr", type=float, default=0.02)
     parser.add_argument("--proxsgd-lam", dest="proxsgd_lam", type=float, default=1e-3)
     parser.add_argument(

@@ -25,8 +25,10 @@ from recon.datasets.training import PatchDataset, image_pool
 from recon.errors import InputError
 from recon.files import atomic_output
 from recon.nets import GraphNet, channel_report, compact, flops, save_graph, search_spaces
+from recon.reconstructors import Reconstructor
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
+from recon.sparsity.schedule import DensityController
 from recon.tasks import Task, build_task, evaluate
 from recon.train import train
 
@@ -52,17 +54,36 @@ class SearchConfig:
     patch: int = 64
     seed: int = 0
     log_every: int = 50
+    target_density: float | None = None
     sources: tuple[str, ...] = ("mr", "natural", "phantom")
 
 
-def build_supernet(config: SearchConfig) -> GraphNet:
+def build_supernet(config: SearchConfig, channels: int = 1) -> GraphNet:
+    """The search space of ``config``: ``channels`` = 2 for complex images (real, imaginary)."""
     if config.task == "autoencoder":
         spec = search_spaces.gated_autoencoder(
-            1, config.widths[:-1] or config.widths, config.latent, config.blocks
+            channels, config.widths[:-1] or config.widths, config.latent, config.blocks
         )
     else:
-        spec = search_spaces.gated_unet(1, 1, config.widths, config.blocks, residual=True)
+        spec = search_spaces.gated_unet(channels, channels, config.widths, config.blocks, residual=True)
     return GraphNet(spec)
+
+
+def sparse_reconstructor(config: SearchConfig, task: Task, data: PatchDataset) -> Reconstructor:
+    """A super-network with a sparse start (``init_density`` of the channels, closed gates), its
+    activations normalised on a probe batch, wrapped as the task's reconstructor."""
+    model = Reconstructor(build_supernet(config, 2 if task.complex_images else 1), init=task.init)
+    generator = torch.Generator().manual_seed(config.seed)
+    sparse_init_(
+        model.net,
+        density=config.init_density,
+        grouping="channel",
+        keep_dense=("convs.head.",),
+        generator=generator,
+    )
+    sample = task.simulate(torch.stack([data[i] for i in range(8)]), generator)
+    normalize_activations_(model.net, model.net_input(sample.y, sample.physics))
+    return model
 
 
 def build_optimizer(net: GraphNet, config: SearchConfig) -> torch.optim.Optimizer:
@@ -129,24 +150,18 @@ def run_search(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task: Task = build_task(config.task, **config.task_params)
-    net = build_supernet(config)
     data = PatchDataset(
         image_pool(config.sources, "train", seed=config.seed),
         config.patch,
         config.steps * config.batch,
         seed=config.seed,
     )
-    sparse_init_(
-        net,
-        density=config.init_density,
-        grouping="channel",
-        keep_dense=("convs.head.",),
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    probe = torch.stack([data[i] for i in range(8)])
-    normalize_activations_(net, task.measure(probe, torch.Generator().manual_seed(config.seed)))
-    net.to(device)
+    model = sparse_reconstructor(config, task, data).to(device)
+    net = model.net
     optimizer = build_optimizer(net, config)
+    control = None
+    if config.target_density is not None:
+        control = DensityController(optimizer, net, config.target_density, every=10)
 
     def log(step: int) -> dict[str, Any]:
         report = channel_report(net)
@@ -154,11 +169,12 @@ def run_search(
             "active_channels": report["active_channels"],
             "open_gates": report["active_gates"],
             "density": report["density"],
+            "lam": config.lam * (control.scale if control else 1.0),
         }
 
     start = time.perf_counter()
     history = train(
-        net,
+        model,
         task,
         optimizer,
         data,
@@ -168,6 +184,7 @@ def run_search(
         seed=config.seed,
         log_every=config.log_every,
         on_log=log,
+        after_step=control,
         progress=progress,
         description=f"search {config.task}",
     )
@@ -185,12 +202,13 @@ def run_search(
         "params_supernet": sum(p.numel() for p in net.parameters()),
         "params_compact": sum(p.numel() for p in small.parameters()),
         "train_seconds": seconds,
-        "test": evaluate(small, task, held_out, device=device),
+        "test": evaluate(Reconstructor(small, **model.config()), task, held_out, device=device),
         "history": history,
     }
     if config.task == "autoencoder":
         result["latent_channels"] = result["convs"]["latent"]
-    save_graph(small, out / "model", metadata={"task": task.config(), "source": "recon search"})
+    metadata = {"task": task.config(), "reconstructor": model.config(), "source": "recon search"}
+    save_graph(small, out / "model", metadata=metadata)
     with atomic_output(out / "architecture.json") as temp:
         temp.write_text(json.dumps(result, indent=1) + "\n")
     with atomic_output(out / "growth.png") as temp:

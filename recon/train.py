@@ -1,9 +1,10 @@
 """A plain training loop for image-to-image tasks (search, benchmarks); seeded, device-aware.
 
-Each step draws a batch of clean patches, makes the task's input with a seeded generator, and takes
-one optimizer step on the mean squared error. ``after_step(step)`` runs after every optimizer step
-(e.g. λ control); ``on_log(step)`` may return extra numbers for the history (e.g. the number of
-active channels during a sparse search).
+Each step draws a batch of clean patches, simulates measurements with the task's seeded generator,
+reconstructs them with ``model(y, physics)`` (a :class:`~recon.reconstructors.Reconstructor`) and
+takes one optimizer step on the task's loss. ``after_step(step)`` runs after every optimizer step
+(e.g. λ control); ``clip_grad`` clips the gradient norm; ``on_log(step)`` may return extra numbers
+for the history (e.g. the number of active channels during a sparse search).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -34,6 +34,7 @@ def train(
     log_every: int = 50,
     on_log: Callable[[int], dict[str, Any] | None] | None = None,
     after_step: Callable[[int], None] | None = None,
+    clip_grad: float | None = None,
     progress: bool = True,
     description: str = "train",
 ) -> list[dict[str, Any]]:
@@ -55,11 +56,12 @@ def train(
         except StopIteration:
             batches = iter(loader)
             x = next(batches)
-        x = x.to(device, non_blocking=True)
-        y = task.measure(x, generator)
-        loss = F.mse_loss(model(y), x)
+        sample = task.simulate(x.to(device, non_blocking=True), generator)
+        loss = task.loss(model(sample.y, sample.physics), sample.target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
         if after_step is not None:
             after_step(step)

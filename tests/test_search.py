@@ -11,6 +11,7 @@ import torch
 from recon import InputError
 from recon.datasets.training import PatchDataset, image_pool, natural_images
 from recon.nets import load_graph
+from recon.reconstructors import Reconstructor
 from recon.search import SearchConfig, build_supernet, run_search
 from recon.sparsity import GroupL12, LinBreg, param_groups, sparse_init_
 from recon.tasks import build_task, evaluate
@@ -40,18 +41,23 @@ def test_natural_image_splits_are_disjoint():
     "name,params",
     [("denoise", {"sigma": "0.2"}), ("deblur", {}), ("mri", {"acceleration": 4.0}), ("autoencoder", {})],
 )
-def test_tasks_make_seeded_measurements(name, params):
+def test_tasks_simulate_seeded_measurements(name, params):
     task = build_task(name, **params)
     x = torch.rand(2, 1, 32, 32)
-    a = task.measure(x, torch.Generator().manual_seed(0))
-    b = task.measure(x, torch.Generator().manual_seed(0))
-    assert a.shape == x.shape and torch.equal(a, b)
+    a = task.simulate(x, torch.Generator().manual_seed(0))
+    b = task.simulate(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a.y, b.y) and a.y.shape == (2, 1, 32, 32)
+    torch.testing.assert_close(a.target.abs(), x)
     if name == "denoise":
-        assert float((a - x).std()) == pytest.approx(0.2, rel=0.1)
+        assert float((a.y - x).std()) == pytest.approx(0.2, rel=0.1)
     if name == "autoencoder":
-        assert torch.equal(a, x)
-    if name in ("deblur", "mri"):
-        assert 0 < float((a - x).abs().mean()) < 0.5
+        assert torch.equal(a.y, x)
+    if name == "mri":
+        assert a.y.is_complex() and a.target.is_complex() and task.init == "adjoint"
+        torch.testing.assert_close(a.y, a.physics.A(a.target))  # noise-free measurements of the target
+        assert float(a.target.angle().std()) > 0.1  # a smooth random phase was applied
+    if name == "deblur":
+        assert 0 < float((a.y - x).abs().mean()) < 0.5
 
 
 def test_task_parameters_are_checked():
@@ -64,17 +70,17 @@ def test_task_parameters_are_checked():
 
 
 def test_training_reduces_the_loss_and_evaluate_scores():
-    torch.manual_seed(0)
     config = SearchConfig(widths=(4, 8), blocks=0)
     net = build_supernet(config)
     sparse_init_(
         net, density=1.0, grouping="element", gate_value=1.0, generator=torch.Generator().manual_seed(0)
     )
+    model = Reconstructor(net, init="measurement")
     task = build_task("denoise", sigma=0.1)
     images = [np.full((48, 48), 0.5, np.float32)]
     optimizer = LinBreg(param_groups(net, GroupL12(1e-4)), lr=0.02, momentum=0.9)
     history = train(
-        net,
+        model,
         task,
         optimizer,
         PatchDataset(images, 32, 400),
@@ -86,9 +92,10 @@ def test_training_reduces_the_loss_and_evaluate_scores():
     )
     assert [h["step"] for h in history] == [20, 40, 60] and history[-1]["marker"] == 60
     assert history[-1]["loss"] < history[0]["loss"]
-    scores = evaluate(net, task, images)
+    scores = evaluate(model, task, images)
     assert set(scores) == {"psnr", "ssim", "psnr_input", "ssim_input"}
     assert scores["psnr_input"] == pytest.approx(10 * np.log10(0.5**2 / 0.1**2), abs=0.5)  # max 0.5, MSE 0.01
+    assert scores["psnr"] > scores["psnr_input"]
 
 
 @pytest.mark.slow

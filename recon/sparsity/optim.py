@@ -57,6 +57,33 @@ class _Regularized(torch.optim.Optimizer):
                 group["reg"] = build_regularizer(**group["reg"])
         super().load_state_dict(state_dict)
 
+    @torch.no_grad()
+    def scale_regularization(
+        self, factor: float, groups: tuple[str, ...] = ("weights", "gates"), keep_weights: bool = False
+    ) -> None:
+        """Multiply λ of the named groups by ``factor``.
+
+        By default ``v`` is kept, so the next step's prox applies the new threshold: a larger λ
+        shrinks every group and switches the weakest off. With ``keep_weights`` the weights do not
+        move: :math:`v \\leftarrow v + \\partial J_{new}(\\theta) - \\partial J_{old}(\\theta)` keeps
+        :math:`\\mathrm{prox}_{\\delta J_{new}}(\\delta v) = \\theta` (inactive groups keep their ``v``
+        and switch on at the new threshold), but then no active group can ever switch off."""
+        if not (math.isfinite(factor) and factor > 0):
+            raise InputError(f"scale factor must be positive, got {factor}")
+        for group in self.param_groups:
+            if group.get("name") not in groups:
+                continue
+            old = group["reg"]
+            new = copy.copy(old)
+            new.lam = old.lam * factor
+            if keep_weights:
+                for p in group["params"]:
+                    state = self.state[p]
+                    if "v" not in state:
+                        continue
+                    state["v"] += new.subgradient(p.detach()) - old.subgradient(p.detach())
+            group["reg"] = new
+
 
 class _Bregman(_Regularized):
     """Shared machinery of the Bregman optimizers: state initialisation and the prox."""
@@ -90,32 +117,6 @@ class _Bregman(_Regularized):
             for p in group["params"]:
                 if "v" in self.state[p]:
                     self.state[p]["v"] = group["reg"].subgradient(p.detach()) + p.detach() / group["delta"]
-
-    @torch.no_grad()
-    def scale_regularization(
-        self, factor: float, groups: tuple[str, ...] = ("weights", "gates"), keep_weights: bool = False
-    ) -> None:
-        """Multiply λ of the named groups by ``factor``.
-
-        By default ``v`` is kept, so the next step's prox applies the new threshold: a larger λ
-        shrinks every group and switches the weakest off. With ``keep_weights`` the weights do not
-        move: :math:`v \\leftarrow v + \\partial J_{new}(\\theta) - \\partial J_{old}(\\theta)` keeps
-        :math:`\\mathrm{prox}_{\\delta J_{new}}(\\delta v) = \\theta` (inactive groups keep their ``v``
-        and switch on at the new threshold), but then no active group can ever switch off."""
-        if not (math.isfinite(factor) and factor > 0):
-            raise InputError(f"scale factor must be positive, got {factor}")
-        for group in self.param_groups:
-            if group.get("name") not in groups:
-                continue
-            old = group["reg"]
-            new = copy.copy(old)
-            new.lam = old.lam * factor
-            if keep_weights:
-                for p in group["params"]:
-                    state = self.state[p]
-                    if "v" in state:
-                        state["v"] += new.subgradient(p.detach()) - old.subgradient(p.detach())
-            group["reg"] = new
 
     def regularization(self) -> Tensor:
         """:math:`\\sum_{groups} J(\\theta)` (for logging)."""

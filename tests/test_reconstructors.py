@@ -1,0 +1,81 @@
+"""Reconstructor: normalisation, data consistency, unrolling, complex layouts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from recon import InputError, build_operator
+from recon.nets import GraphNet, gated_unet
+from recon.reconstructors import Reconstructor, percentile_scale
+from recon.tasks import build_task
+
+
+def _net(channels: int) -> GraphNet:
+    torch.manual_seed(0)
+    net = GraphNet(gated_unet(channels, channels, widths=(4, 8), blocks=0, gate_init=0.5))
+    return net.double()
+
+
+def _mri_sample(shape=(32, 32)):
+    task = build_task("mri", acceleration=4.0)
+    x = torch.rand(2, 1, *shape, dtype=torch.float64)
+    sample = task.simulate(x.float(), torch.Generator().manual_seed(0))
+    return sample.y.to(torch.complex128), sample.physics.to(torch.float64), sample.target
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_scale_equivariance(channels):
+    y, physics, _ = _mri_sample()
+    model = Reconstructor(_net(channels), init="adjoint")
+    with torch.no_grad():
+        torch.testing.assert_close(model(1000.0 * y, physics), 1000.0 * model(y, physics))
+
+
+def test_replace_consistency_keeps_measured_kspace():
+    y, physics, _ = _mri_sample()
+    model = Reconstructor(_net(2), init="adjoint", dc="replace")
+    with torch.no_grad():
+        x = model(y, physics)
+    torch.testing.assert_close(physics.A(x), y, rtol=1e-6, atol=1e-6 * float(y.abs().max()))
+
+
+def test_soft_consistency_is_the_prox():
+    y, physics, _ = _mri_sample()
+    plain = Reconstructor(_net(2), init="adjoint")
+    soft = Reconstructor(plain.net, init="adjoint", dc="soft", dc_weight=0.5)
+    with torch.no_grad():
+        x_plain, x_soft = plain(y, physics), soft(y, physics)
+    scale = percentile_scale(physics.A_adjoint(y))
+    expected = physics.prox_l2(x_plain / scale, y / scale, 0.5) * scale
+    torch.testing.assert_close(x_soft, expected)
+
+
+def test_unrolled_uses_the_gradient_step():
+    y, physics, _ = _mri_sample()
+    identity = nn.Identity()
+    identity.spec = {"in_channels": 2}
+    model = Reconstructor(identity, init="adjoint", unrolled=3)
+    with torch.no_grad():
+        x = model(y, physics)
+    # with an identity network, x = Aᴴy is a fixed point of x - Aᴴ(Ax - y) for a binary mask
+    torch.testing.assert_close(x, physics.A_adjoint(y))
+
+
+def test_measurement_init_for_square_operators():
+    physics = build_operator("blur", (24, 24), sigma=1.0)
+    y = physics.A(torch.rand(1, 1, 24, 24))
+    model = Reconstructor(_net(1).float(), init="measurement")
+    assert model(y, physics).shape == y.shape
+    assert model.net_input(y, physics).shape == y.shape
+
+
+def test_reconstructor_validation():
+    with pytest.raises(InputError):
+        Reconstructor(_net(1), init="magic")
+    with pytest.raises(InputError):
+        Reconstructor(_net(1), dc="hard")
+    physics = build_operator("blur", (16, 16))
+    with pytest.raises(InputError, match="binary mask"):
+        Reconstructor(_net(1).float(), dc="replace")(torch.rand(1, 1, 16, 16), physics)
