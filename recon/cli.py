@@ -88,64 +88,63 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from recon import reconstruct as rc
-    from recon.datasets.readers import read_scan
-    from recon.outputs import write_reconstruction
+    from tqdm import tqdm
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".h5", ".hdf5"):
-        raise InputError("output name must end in .h5", out)
+    from recon.pipeline import input_files, reconstruct_file
+
     params = _key_values(args.param)
     for name in ("acceleration", "center_fraction", "mask", "seed"):
         value = getattr(args, name)
         if value is not None:
             params[name] = str(value)
-    device = resolve_device(args.device)
-    scan = read_scan(args.input, reader=args.reader)
-    problem = rc.prepare(scan, args.operator, params, noise=args.noise, seed=args.seed or 0, device=device)
-    result = rc.reconstruct(
-        problem, args.method, tv_lambda=args.tv_lambda, iterations=args.iterations, operator=args.operator
+    for name in ("tv_lambda", "tikhonov_lambda"):
+        value = getattr(args, name)
+        if value is not None and not (value >= 0 and value < float("inf")):
+            raise InputError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
+    if args.iterations < 1:
+        raise InputError(f"--iterations must be >= 1, got {args.iterations}")
+    options = dict(
+        operator=args.operator,
+        params=params,
+        noise=args.noise,
+        seed=args.seed or 0,
+        method=args.method,
+        model_name=args.model,
+        device=resolve_device(args.device),
+        reader=args.reader,
+        tv_lambda=args.tv_lambda,
+        tikhonov_lambda=args.tikhonov_lambda,
+        iterations=args.iterations,
     )
-    middle = result.reconstruction.shape[0] // 2
-    panels = {
-        "zero-filled" if problem.complex_images else "adjoint": result.zero_filled[middle],
-        args.method: result.reconstruction[middle],
-    }
-    title = f"{Path(args.input).name}  slice {middle}  {args.method}"
-    if result.truth is not None:
-        panels["ground truth"] = result.truth[middle]
-        panels["|error|"] = abs(result.reconstruction[middle] - result.truth[middle])
-        title += f"  PSNR {result.metrics['psnr']:.2f} dB" if result.metrics else ""
-    attrs = {
-        "source": str(args.input),
-        "operator": args.operator,
-        "method": args.method,
-        "params": problem.info.get("params", {}),
-        "noise": args.noise or "none",
-        "scale": problem.scale,
-        "recon_version": _version(),
-        "metrics": result.metrics or {},
-    }
-    write_reconstruction(
-        out,
-        {"reconstruction": result.reconstruction, "zero_filled": result.zero_filled, "mask": result.mask},
-        attrs,
-        panels,
-        title,
-        result.metrics,
-        error_keys=("|error|",),
-    )
-    print(
-        json.dumps(
-            {
-                "input": str(args.input),
-                "output": str(out),
-                "method": args.method,
-                "seconds": round(result.info["seconds"], 3),
-                "metrics": result.metrics,
-            }
-        )
-    )
+    source, out = Path(args.input), Path(args.out)
+    if not source.is_dir():
+        print(json.dumps(reconstruct_file(source, out, **options)))
+        return 0
+    if out.exists() and not out.is_dir():
+        raise InputError("with a folder of inputs, --out must be a folder", out)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in tqdm(input_files(source), desc="reconstruct", leave=False, dynamic_ncols=True):
+        try:
+            print(json.dumps(reconstruct_file(path, out / f"{path.stem}.h5", **options)), flush=True)
+        except InputError as exc:
+            failures += 1
+            print(f"recon: error: {exc}", file=sys.stderr)
+    return 2 if failures else 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from recon.trainer import Trainer, load_config
+
+    if args.recipe is None and args.config is None:
+        raise InputError("give --recipe NAME or --config FILE.toml")
+    overrides = _key_values(args.set)
+    if args.steps is not None:
+        overrides["steps"] = str(args.steps)
+    config = load_config(args.recipe, args.config, {k: v for k, v in overrides.items()})
+    trainer = Trainer(config, args.out, device=resolve_device(args.device))
+    result = trainer.run(resume=args.resume)
+    print(json.dumps({"out": str(args.out), "recipe": config.recipe, **result}))
     return 0
 
 
@@ -267,12 +266,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of the mask and the noise (default 0)")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="operator parameter")
     p.add_argument("--noise", help="noise model spec, e.g. gaussian:sigma=0.01")
-    p.add_argument("--method", default="tv", choices=("zero-filled", "tv"))
+    p.add_argument(
+        "--method",
+        choices=("learned", "zero-filled", "tv", "tikhonov"),
+        help="default: learned with the bundled model for the operator (TV when there is none)",
+    )
+    p.add_argument(
+        "--model", help="a bundled model name (mri-4x, mri-8x, deblur-gauss, denoise-gauss) or a path"
+    )
     p.add_argument("--tv-lambda", dest="tv_lambda", type=float)
+    p.add_argument("--tikhonov-lambda", dest="tikhonov_lambda", type=float)
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--reader", help="force a dataset reader (see: recon list dataset_readers)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
     p.set_defaults(run=cmd_reconstruct)
+
+    p = sub.add_parser("train", help="train a reconstructor from a recipe or a TOML config")
+    p.add_argument("--recipe", help="mri-4x, mri-8x, deblur-gauss, denoise-gauss")
+    p.add_argument("--config", help="TOML file with TrainConfig keys (applied after the recipe)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, model.json/.safetensors, history)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("search", help="find a sparse architecture by group-sparse Bregman training")
     p.add_argument("--task", default="denoise", choices=("denoise", "deblur", "mri", "autoencoder"))

@@ -58,3 +58,24 @@ def recon_register_dataset_readers(register: Register) -> None:
 def recon_register_regularizers(register: Register) -> None:
     """Register sparsity regularizers: ``factory(lam, **params)`` returns a
     ``recon.sparsity.Regularizer`` (``value``, ``prox(v, delta)``, ``subgradient``, ``config``)."""
+
+
+@hookspec
+def recon_register_training_terms(register: Register) -> None:
+    """Register training terms, chosen per run (``--term name:key=value``): ``factory(**params)``
+    returns a ``recon.terms.TrainingTerm`` that may perturb each training sample and add a loss."""
+
+
+@hookspec
+def recon_train_start(config: dict, model: object) -> None:
+    """Called once before the first training step (``config`` is the run's JSON-able config)."""
+
+
+@hookspec
+def recon_train_log(step: int, metrics: dict) -> None:
+    """Called at every logging step with the metrics written to the history (loss, val PSNR …)."""
+
+
+@hookspec
+def recon_train_end(config: dict, result: dict) -> None:
+    """Called once after training with the final result (paths, metrics)."""

@@ -27,6 +27,7 @@ import deepinv as dinv
 import numpy as np
 import torch
 from deepinv.physics import Physics
+from torch import nn
 
 from recon import layout
 from recon.datasets.scan import Scan
@@ -38,9 +39,10 @@ from recon.operators.mri import CartesianMRI, MulticoilMRI
 from recon.physics import build_noise, build_operator, exact_norm, operator_norm, typed_params
 from recon.registry import get_registry
 
-METHODS = ("zero-filled", "tv")
+METHODS = ("learned", "zero-filled", "tv", "tikhonov")
 # TV weights for intensities normalised to ~[0, 1], chosen on the validation split (BENCHMARKS.md).
 DEFAULT_TV_LAMBDA = {"mri": 0.02, "mri-multicoil": 0.02, "blur": 0.002, "denoise": 0.05}
+DEFAULT_TIKHONOV_LAMBDA = {"mri": 0.01, "mri-multicoil": 0.01, "blur": 0.01, "denoise": 0.1}
 
 
 @dataclass
@@ -246,22 +248,50 @@ def _tv_multicoil(problem: Problem, lam: float, iterations: int) -> torch.Tensor
     return x.abs()
 
 
+def learned_reconstruction(problem: Problem, model: nn.Module, chunk: int = 8) -> torch.Tensor:
+    """Run a :class:`~recon.reconstructors.Reconstructor` slice-batch by slice-batch; magnitudes."""
+    outputs = []
+    for start in range(0, problem.y.shape[0], chunk):
+        outputs.append(model(problem.y[start : start + chunk], problem.physics).abs())
+    return torch.cat(outputs)
+
+
+def tikhonov_reconstruction(problem: Problem, lam: float) -> torch.Tensor:
+    r""":math:`\arg\min_x \|Ax-y\|^2 + \lambda\|x\|^2 = (A^HA + \lambda I)^{-1} A^H y`, through the
+    operator's ``prox_l2`` at :math:`z = 0` with :math:`\gamma = 1/\lambda` (closed form for MRI,
+    conjugate gradients for blur): the Wiener filter of white signal and noise."""
+    if not (math.isfinite(lam) and lam > 0):
+        raise InputError(f"Tikhonov lambda must be positive, got {lam}")
+    y, paired = _channels(problem)
+    x = problem.physics.prox_l2(torch.zeros_like(problem.physics.A_adjoint(y)), y, 1.0 / lam)
+    return (layout.to_complex(x) if paired else x).abs()
+
+
 def reconstruct(
     problem: Problem,
     method: str = "tv",
     *,
     tv_lambda: float | None = None,
+    tikhonov_lambda: float | None = None,
     iterations: int = 100,
     operator: str = "mri",
+    model: nn.Module | None = None,
 ) -> Result:
     """Run ``method`` on ``problem``; metrics are computed when the ground truth is known."""
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (known: {', '.join(METHODS)})")
+    if method == "learned" and model is None:
+        raise InputError("the learned method needs a model (--model)")
     start = time.perf_counter()
     with torch.no_grad():
         zero_filled = problem.physics.A_adjoint(problem.y).abs()
         if method == "zero-filled":
             estimate = zero_filled
+        elif method == "learned":
+            estimate = learned_reconstruction(problem, model)
+        elif method == "tikhonov":
+            lam = DEFAULT_TIKHONOV_LAMBDA.get(operator, 0.01) if tikhonov_lambda is None else tikhonov_lambda
+            estimate = tikhonov_reconstruction(problem, lam)
         else:
             lam = DEFAULT_TV_LAMBDA.get(operator, 0.01) if tv_lambda is None else tv_lambda
             estimate = tv_reconstruction(problem, lam, iterations)

@@ -39,6 +39,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "recon.networks",
     "recon.datasets.readers",
     "recon.sparsity",
+    "recon.plugins",
 )
 HOOK_PREFIX = "recon_register_"
 # Parameters that recon itself supplies when it calls a factory of that kind.

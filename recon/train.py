@@ -1,24 +1,37 @@
-"""A plain training loop for image-to-image tasks (search, benchmarks); seeded, device-aware.
+"""The training loop for reconstruction tasks; seeded, device-aware, resumable.
 
-Each step draws a batch of clean patches, simulates measurements with the task's seeded generator,
-reconstructs them with ``model(y, physics)`` (a :class:`~recon.reconstructors.Reconstructor`) and
-takes one optimizer step on the task's loss. ``after_step(step)`` runs after every optimizer step
-(e.g. λ control); ``clip_grad`` clips the gradient norm; ``on_log(step)`` may return extra numbers
-for the history (e.g. the number of active channels during a sparse search).
+Step ``k`` (1-based) trains on the patches ``data[(k-1)·batch : k·batch]``, simulates their
+measurements with the task's generator, reconstructs them with ``model(y, physics)`` (a
+:class:`~recon.reconstructors.Reconstructor`) and takes one optimizer step on the task's loss plus
+the penalties of the training terms. Everything random comes from ``data``'s seeds and
+``generator``, so a run restarted from a checkpoint (``start_step``, the generator state) continues
+exactly as it would have.
+
+Callbacks: ``after_step(step)`` after every optimizer step (e.g. λ control), ``on_log(step)`` may
+return extra numbers for the history, ``checkpoint(step, history)`` every ``checkpoint_every`` steps.
+On CUDA, ``amp=True`` runs the forward pass in bfloat16 autocast (no loss scaling needed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from recon.errors import InputError
 from recon.tasks import Task
+from recon.terms import TrainingTerm
+
+
+def batch_at(data: Dataset, step: int, batch: int) -> torch.Tensor:
+    """The clean patches of (1-based) ``step``: items ``(step-1)·batch … step·batch - 1`` (wrapping)."""
+    n = len(data)
+    return torch.stack([data[(i % n)] for i in range((step - 1) * batch, step * batch)])
 
 
 def train(
@@ -35,46 +48,67 @@ def train(
     on_log: Callable[[int], dict[str, Any] | None] | None = None,
     after_step: Callable[[int], None] | None = None,
     clip_grad: float | None = None,
+    terms: Sequence[TrainingTerm] = (),
+    start_step: int = 0,
+    generator: torch.Generator | None = None,
+    checkpoint: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    checkpoint_every: int = 0,
+    history: list[dict[str, Any]] | None = None,
+    amp: bool = False,
     progress: bool = True,
     description: str = "train",
 ) -> list[dict[str, Any]]:
-    """Train ``model`` for ``steps`` optimizer steps; returns the logged history."""
-    if steps < 1 or batch < 1:
-        raise InputError(f"steps and batch must be positive, got {steps} and {batch}")
+    """Train ``model`` up to step ``steps`` (from ``start_step``); returns the logged history."""
+    if steps < 1 or batch < 1 or not 0 <= start_step <= steps:
+        raise InputError(f"invalid schedule: steps {steps}, batch {batch}, start {start_step}")
     device = torch.device(device)
     model.to(device).train()
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(data, batch_size=batch, shuffle=False, drop_last=True)
-    batches = iter(loader)
-    history: list[dict[str, Any]] = []
-    running = torch.zeros((), device=device)
-    since = 0
-    bar = tqdm(range(1, steps + 1), desc=description, disable=not progress, leave=False, dynamic_ncols=True)
+    generator = generator or torch.Generator().manual_seed(seed)
+    history = list(history or [])
+    needs_grad = any(t.needs_input_grad for t in terms)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    running, since = 0.0, 0
+    bar = tqdm(
+        range(start_step + 1, steps + 1),
+        desc=description,
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+        initial=start_step,
+        total=steps,
+    )
     for step in bar:
-        try:
-            x = next(batches)
-        except StopIteration:
-            batches = iter(loader)
-            x = next(batches)
-        sample = task.simulate(x.to(device, non_blocking=True), generator)
-        loss = task.loss(model(sample.y, sample.physics), sample.target)
+        sample = task.simulate(batch_at(data, step, batch).to(device, non_blocking=True), generator)
+        for term in terms:
+            sample = term.perturb(model, sample, task)
+        if needs_grad:
+            sample.y = sample.y.detach().requires_grad_(True)
+        with autocast:
+            prediction = model(sample.y, sample.physics)
+        loss = task.loss(prediction.to(sample.target.dtype), sample.target)
+        total = loss
+        for term in terms:
+            extra = term.penalty(model, sample, prediction, loss, task)
+            if extra is not None:
+                total = total + extra
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         if clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
         optimizer.step()
         if after_step is not None:
             after_step(step)
-        running += loss.detach()
+        running += float(loss.detach())
         since += 1
         if step % log_every == 0 or step == steps:
-            entry = {"step": step, "loss": float(running) / since}
-            if not torch.isfinite(torch.tensor(entry["loss"])):
+            entry: dict[str, Any] = {"step": step, "loss": running / since}
+            if not math.isfinite(entry["loss"]):
                 raise FloatingPointError(f"training diverged at step {step} (loss {entry['loss']})")
             if on_log is not None:
                 entry.update(on_log(step) or {})
             history.append(entry)
-            bar.set_postfix(loss=f"{entry['loss']:.2e}")
-            running.zero_()
-            since = 0
+            bar.set_postfix({k: f"{v:.3g}" for k, v in entry.items() if k in ("loss", "val_psnr")})
+            running, since = 0.0, 0
+        if checkpoint is not None and checkpoint_every and (step % checkpoint_every == 0 or step == steps):
+            checkpoint(step, history)
     return history

@@ -1,0 +1,117 @@
+"""Saved reconstructors: ``NAME.json`` (what to build) + ``NAME.safetensors`` (the network's weights).
+
+Nothing is unpickled. The JSON holds the format tag, the network (a GraphNet graph, or a registered
+network's name and parameters), the reconstructor settings and free metadata (task and operator
+parameters, recipe, metrics). Bundled models live in ``recon/bundled`` and are found by name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from recon.errors import InputError
+from recon.files import atomic_outputs
+from recon.nets.graph import GraphNet
+from recon.reconstructors import Reconstructor
+from recon.registry import get_registry
+
+FORMAT = "recon.model/1"
+BUNDLED = Path(__file__).parent / "bundled"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Names and paths (without suffix) of the models shipped with recon."""
+    return {p.stem: p.with_suffix("") for p in sorted(BUNDLED.glob("*.json"))}
+
+
+def _stem(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+
+
+def network_description(
+    net: nn.Module, name: str | None = None, params: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    if isinstance(net, GraphNet):
+        return {"kind": "graph", "graph": net.spec}
+    if name is None:
+        raise InputError("a network that is not a GraphNet needs its registry name to be saved")
+    return {"kind": "registry", "name": name, "params": dict(params or {})}
+
+
+def save_model(
+    model: Reconstructor,
+    path: str | Path,
+    *,
+    metadata: Mapping[str, Any] | None = None,
+    network: Mapping[str, Any] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``path.json`` and ``path.safetensors`` atomically."""
+    stem = _stem(path)
+    document = {
+        "format": FORMAT,
+        "network": dict(network) if network is not None else network_description(model.net),
+        "reconstructor": model.config(),
+        "metadata": dict(metadata or {}),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+    description, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    with atomic_outputs(description, weights) as (d_tmp, w_tmp):
+        d_tmp.write_text(json.dumps(document, indent=1) + "\n")
+        save_file(tensors, str(w_tmp), metadata={"format": FORMAT})
+    return description, weights
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A bundled model name (``mri-4x``) or a path to ``.json``/``.safetensors``/stem."""
+    bundled = bundled_models()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    stem = _stem(name_or_path)
+    if not stem.with_suffix(".json").is_file():
+        known = ", ".join(bundled) or "none"
+        raise InputError(f"model not found (bundled models: {known})", name_or_path)
+    return stem
+
+
+def load_model(
+    name_or_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Reconstructor, dict[str, Any]]:
+    """Load a reconstructor and its metadata; any inconsistency is an :class:`InputError`."""
+    stem = resolve_model(name_or_path)
+    description, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    try:
+        document = json.loads(description.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"not a readable model description ({exc})", description) from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise InputError(f"not a recon model (expected format {FORMAT!r})", description)
+    try:
+        network = document["network"]
+        if network["kind"] == "graph":
+            net: nn.Module = GraphNet(network["graph"])
+        elif network["kind"] == "registry":
+            net = get_registry("networks").build(network["name"], **network["params"])
+        else:
+            raise InputError(f"unknown network kind {network['kind']!r}", description)
+        model = Reconstructor(net, **document["reconstructor"])
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"incomplete model description (missing {exc})", description) from None
+    if not weights.is_file():
+        raise InputError("weights file not found", weights)
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own types on corrupt files
+        raise InputError(f"cannot read weights ({exc})", weights) from None
+    expected = model.net.state_dict()
+    if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
+        raise InputError("weights do not match the model description", weights)
+    model.net.load_state_dict(tensors)
+    return model.to(device).eval(), dict(document.get("metadata", {}))

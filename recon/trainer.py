@@ -1,0 +1,455 @@
+"""``recon train``: recipes and configs, checkpoints that resume exactly, the final compact model.
+
+A run is described by a :class:`TrainConfig` (a recipe from :data:`RECIPES`, a TOML file with the
+same keys, and ``key=value`` overrides). The output folder gets
+
+- ``checkpoint-NNNNNNN/`` every ``checkpoint_every`` steps (the last two are kept) and a ``latest``
+  file naming the newest: ``model.safetensors``, ``optimizer.safetensors`` (every optimizer state
+  tensor and the data generator's state) and ``state.json`` (step, history, config, the optimizer's
+  hyperparameters). Each is written to a temporary folder and renamed, so a crash never leaves a
+  half-written checkpoint; ``--resume`` continues from ``latest`` exactly as if never stopped;
+- ``model.json`` + ``model.safetensors``: the trained reconstructor (compacted when it was trained
+  sparse), with the task, operator parameters, metrics and config in its metadata;
+- ``history.json`` and ``training.png`` (loss, validation PSNR, density).
+
+Sparse runs (``optimizer`` = adabreg / linbreg / proxsgd) start from a sparse super-network and use
+λ control toward ``target_density``; ``adam`` trains the dense network as the baseline.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from recon.datasets.training import PatchDataset, image_pool
+from recon.errors import InputError
+from recon.files import atomic_output
+from recon.modelio import network_description, save_model
+from recon.nets import GraphNet, channel_report, compact, flops
+from recon.reconstructors import Reconstructor
+from recon.registry import get_registry, plugin_host
+from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
+from recon.sparsity.init import normalize_activations_
+from recon.sparsity.schedule import DensityController
+from recon.tasks import Task, build_task, evaluate
+from recon.terms import build_terms
+from recon.train import batch_at, train
+
+SPARSE = ("adabreg", "linbreg", "proxsgd")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (JSON/TOML-able)."""
+
+    recipe: str = ""
+    task: str = "denoise"
+    task_params: dict[str, Any] = field(default_factory=dict)
+    network: str = "gated-unet"
+    network_params: dict[str, Any] = field(default_factory=lambda: {"widths": [16, 32, 64], "blocks": 1})
+    init: str = "measurement"
+    dc: str = "none"
+    dc_weight: float = 1.0
+    unrolled: int = 0
+    optimizer: str = "adabreg"
+    lr: float = 1e-3
+    lam: float = 0.05
+    target_density: float | None = 0.12
+    init_density: float = 0.01
+    steps: int = 3000
+    batch: int = 8
+    patch: int = 64
+    sources: list[str] = field(default_factory=lambda: ["mr", "natural", "phantom"])
+    seed: int = 0
+    log_every: int = 50
+    val_every: int = 250
+    val_images: int = 6
+    checkpoint_every: int = 500
+    terms: list[str] = field(default_factory=list)
+    amp: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_COMMON = {
+    "network": "gated-unet",
+    "optimizer": "adabreg",
+    "lr": 1e-3,
+    "lam": 0.05,
+    "target_density": 0.12,
+    "steps": 3000,
+    "batch": 8,
+}
+RECIPES: dict[str, dict[str, Any]] = {
+    "mri-4x": {
+        **_COMMON,
+        "task": "mri",
+        "task_params": {"acceleration": 4.0, "center_fraction": 0.08},
+        "network_params": {"widths": [16, 32, 64], "blocks": 1},
+        "init": "adjoint",
+        "dc": "replace",
+        "patch": 96,
+    },
+    "mri-8x": {
+        **_COMMON,
+        "task": "mri",
+        "task_params": {"acceleration": 8.0, "center_fraction": 0.04},
+        "network_params": {"widths": [16, 32, 64], "blocks": 1},
+        "init": "adjoint",
+        "dc": "replace",
+        "patch": 96,
+    },
+    "deblur-gauss": {
+        **_COMMON,
+        "task": "deblur",
+        "task_params": {"blur_sigma": 2.0, "sigma": 0.01},
+        "network_params": {"widths": [16, 32, 64], "blocks": 1},
+        "init": "measurement",
+        "patch": 64,
+    },
+    "denoise-gauss": {
+        **_COMMON,
+        "task": "denoise",
+        "task_params": {"sigma": 0.1},
+        "network_params": {"widths": [16, 32, 64], "blocks": 1},
+        "init": "measurement",
+        "patch": 64,
+    },
+}
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """Convert an override string to the config field's type."""
+    if not isinstance(value, str):
+        return value
+    optional = type(None) in typing.get_args(kind)
+    if optional and value.lower() == "none":
+        return None
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind) if optional else kind
+    try:
+        if base is bool:
+            return value.lower() in ("1", "true", "yes", "on")
+        if typing.get_origin(base) is list:
+            return [v for v in value.split(",") if v]
+        if typing.get_origin(base) is dict:
+            return json.loads(value)
+        return base(value)
+    except ValueError:
+        raise InputError(f"config {name}={value!r}: expected {getattr(base, '__name__', base)}") from None
+
+
+def load_config(
+    recipe: str | None = None, path: str | Path | None = None, overrides: Mapping[str, str] | None = None
+) -> TrainConfig:
+    """A recipe, then a TOML file, then ``key=value`` overrides (``task_params.sigma=0.05`` for nested)."""
+    values: dict[str, Any] = {}
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise InputError(f"unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
+        values.update(json.loads(json.dumps(RECIPES[recipe])), recipe=recipe)
+    if path is not None:
+        try:
+            values.update(tomllib.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise InputError("config file not found", path) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"not a valid TOML file ({exc})", path) from None
+    hints = typing.get_type_hints(TrainConfig)
+    for key, value in (overrides or {}).items():
+        head, _, tail = key.partition(".")
+        if head not in hints:
+            raise InputError(f"unknown config key {head!r}")
+        if tail:
+            nested = dict(values.get(head, getattr(TrainConfig(), head)))
+            nested[tail] = _parse_scalar(value)
+            values[head] = nested
+        else:
+            values[head] = _coerce(head, value, hints[head])
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise InputError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+    config = TrainConfig(**values)
+    _validate(config)
+    return config
+
+
+def _parse_scalar(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if "," in text:
+        return [_parse_scalar(t) for t in text.split(",")]
+    return text
+
+
+def _validate(c: TrainConfig) -> None:
+    if c.optimizer not in (*SPARSE, "adam"):
+        raise InputError(f"unknown optimizer {c.optimizer!r} (known: adam, {', '.join(SPARSE)})")
+    if c.steps < 1 or c.batch < 1 or c.patch < 16 or c.log_every < 1 or c.val_every < 1:
+        raise InputError("steps, batch, log_every and val_every must be positive and patch at least 16")
+    if not (c.lr > 0 and c.lam >= 0):
+        raise InputError(f"invalid lr {c.lr} or lam {c.lam}")
+    if c.target_density is not None and not 0 < c.target_density <= 1:
+        raise InputError(f"target_density must be in (0, 1], got {c.target_density}")
+
+
+class Trainer:
+    """Builds and runs one training run (see the module docstring)."""
+
+    def __init__(self, config: TrainConfig, out: str | Path, device: str | torch.device = "cpu"):
+        self.config, self.out, self.device = config, Path(out), torch.device(device)
+        self.task: Task = build_task(config.task, **config.task_params)
+        self.data = PatchDataset(
+            image_pool(config.sources, "train", seed=config.seed),
+            config.patch,
+            config.steps * config.batch,
+            seed=config.seed,
+        )
+        self.val_images = list(image_pool([s for s in config.sources if s != "phantom"] or ["mr"], "val"))
+        self.val_images = self.val_images[: config.val_images]
+        self.model = self._build_model().to(self.device)
+        self.optimizer = self._build_optimizer()
+        self.control = None
+        if config.optimizer in SPARSE and config.target_density is not None:
+            self.control = DensityController(self.optimizer, self.model.net, config.target_density, every=10)
+        self.terms = build_terms(config.terms)
+        self.generator = torch.Generator().manual_seed(config.seed + 1)
+
+    # -- building -------------------------------------------------------------------------------
+    def _build_model(self) -> Reconstructor:
+        c = self.config
+        channels = 2 if self.task.complex_images else 1
+        net = get_registry("networks").build(
+            c.network, in_channels=channels, out_channels=channels, **c.network_params
+        )
+        # trained without data consistency (see deployed()): with "replace", whatever the network puts on
+        # sampled k-space locations is discarded, so nothing bounds it and it drifts without limit
+        model = Reconstructor(net, init=c.init, unrolled=c.unrolled)
+        generator = torch.Generator().manual_seed(c.seed)
+        if isinstance(net, GraphNet):
+            sparse = c.optimizer in SPARSE
+            sparse_init_(
+                net,
+                density=c.init_density if sparse else 1.0,
+                grouping="channel" if sparse else "element",
+                gate_value=0.0 if sparse else 1.0,
+                keep_dense=("convs.head.",),
+                generator=generator,
+            )
+            sample = self.task.simulate(batch_at(self.data, 1, 8), torch.Generator().manual_seed(c.seed))
+            normalize_activations_(net, model.net_input(sample.y, sample.physics))
+        return model
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "adam":
+            return torch.optim.Adam(self.model.parameters(), lr=c.lr, foreach=True)
+        groups = param_groups(self.model.net, GroupL12(c.lam, "channel"), L1(c.lam))
+        for group in groups:
+            fast = group["name"] == "gates" and c.optimizer == "adabreg"
+            group["lr"] = c.lr * (10.0 if fast else 1.0)
+        if c.optimizer == "adabreg":
+            return AdaBreg(groups)
+        if c.optimizer == "linbreg":
+            return LinBreg(groups, momentum=0.9)
+        return ProxSGD(groups, momentum=0.9)
+
+    def deployed(self, net: torch.nn.Module | None = None) -> Reconstructor:
+        """The reconstructor as used after training: the network plus the configured data consistency."""
+        c = self.config
+        return Reconstructor(
+            net if net is not None else self.model.net,
+            init=c.init,
+            dc=c.dc,
+            dc_weight=c.dc_weight,
+            unrolled=c.unrolled,
+        )
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def checkpoint(self, step: int, history: list[dict[str, Any]]) -> Path:
+        """Write ``checkpoint-<step>`` atomically, point ``latest`` at it, keep the last two."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        final = self.out / f"checkpoint-{step:07d}"
+        temp = self.out / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(temp, ignore_errors=True)
+        temp.mkdir()
+        try:
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()},
+                str(temp / "model.safetensors"),
+            )
+            state = self.optimizer.state_dict()
+            tensors = {
+                f"state.{i}.{k}": torch.as_tensor(v).detach().cpu().contiguous()
+                for i, entries in state["state"].items()
+                for k, v in entries.items()
+            }
+            tensors["generator"] = self.generator.get_state()
+            save_file(tensors, str(temp / "optimizer.safetensors"))
+            meta = {
+                "step": step,
+                "history": history,
+                "config": self.config.as_dict(),
+                "param_groups": state["param_groups"],
+                "lam_scale": self.control.scale if self.control else 1.0,
+            }
+            (temp / "state.json").write_text(json.dumps(meta, indent=1))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(temp, final)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+        with atomic_output(self.out / "latest") as latest:
+            latest.write_text(final.name + "\n")
+        for old in sorted(self.out.glob("checkpoint-*"))[:-2]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def restore(self) -> tuple[int, list[dict[str, Any]]]:
+        """Load the checkpoint named by ``latest``; returns (step, history)."""
+        pointer = self.out / "latest"
+        if not pointer.is_file():
+            raise InputError("nothing to resume: no checkpoint in this folder", self.out)
+        folder = self.out / pointer.read_text().strip()
+        try:
+            meta = json.loads((folder / "state.json").read_text())
+            model_tensors = load_file(str(folder / "model.safetensors"))
+            tensors = load_file(str(folder / "optimizer.safetensors"))
+        except FileNotFoundError as exc:
+            raise InputError(f"incomplete checkpoint ({exc.filename})", folder) from None
+        except Exception as exc:  # corrupt JSON or safetensors
+            raise InputError(f"corrupt checkpoint ({exc})", folder) from None
+        if meta.get("config") != self.config.as_dict():
+            raise InputError(
+                "the checkpoint was made with a different config; resume with the same one", folder
+            )
+        try:
+            self.model.load_state_dict(model_tensors)
+        except RuntimeError as exc:
+            raise InputError(f"checkpoint does not match the model ({exc})", folder) from None
+        state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
+        for key, value in tensors.items():
+            if key == "generator":
+                continue
+            _, index, name = key.split(".", 2)
+            state["state"].setdefault(int(index), {})[name] = value.to(self.device)
+        self.optimizer.load_state_dict(state)
+        self.generator.set_state(tensors["generator"])
+        if self.control is not None:
+            self.control.scale = float(meta.get("lam_scale", 1.0))
+        return int(meta["step"]), list(meta["history"])
+
+    # -- running ---------------------------------------------------------------------------------
+    def _log(self, step: int) -> dict[str, Any]:
+        entry: dict[str, Any] = {}
+        if self.config.optimizer in SPARSE and isinstance(self.model.net, GraphNet):
+            report = channel_report(self.model.net)
+            entry.update(density=report["density"], active_channels=report["active_channels"])
+        if (step % self.config.val_every == 0 or step == self.config.steps) and self.val_images:
+            entry["val_psnr"] = evaluate(self.deployed(), self.task, self.val_images, device=self.device)[
+                "psnr"
+            ]
+        plugin_host().pm.hook.recon_train_log(step=step, metrics=entry)
+        return entry
+
+    def run(self, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+        c = self.config
+        start_step, history = self.restore() if resume else (0, [])
+        host = plugin_host()
+        host.pm.hook.recon_train_start(config=c.as_dict(), model=self.model)
+        started = time.perf_counter()
+        history = train(
+            self.model,
+            self.task,
+            self.optimizer,
+            self.data,
+            steps=c.steps,
+            batch=c.batch,
+            device=self.device,
+            log_every=c.log_every,
+            on_log=self._log,
+            after_step=self.control,
+            terms=self.terms,
+            start_step=start_step,
+            generator=self.generator,
+            checkpoint=self.checkpoint,
+            checkpoint_every=c.checkpoint_every,
+            history=history,
+            amp=c.amp,
+            progress=progress,
+            description=c.recipe or c.task,
+        )
+        result = self.finish(history, time.perf_counter() - started)
+        host.pm.hook.recon_train_end(config=c.as_dict(), result=result)
+        return result
+
+    def finish(self, history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+        """Compact (sparse runs), score on the test split, write the model and the history."""
+        c = self.config
+        net = self.model.net
+        network = None
+        if isinstance(net, GraphNet):
+            if c.optimizer in SPARSE:
+                net = compact(net)
+        else:
+            network = network_description(net, c.network, c.network_params)
+        model = self.deployed(net)
+        test = evaluate(
+            model,
+            self.task,
+            image_pool([s for s in c.sources if s != "phantom"] or ["mr"], "test"),
+            device=self.device,
+        )
+        size = (256, 256)
+        result = {
+            "test": test,
+            "params": sum(p.numel() for p in net.parameters()),
+            "flops_256": flops(net.spec, size) if isinstance(net, GraphNet) else None,
+            "density": density(self.model.net),
+            "train_seconds": seconds,
+            "steps": c.steps,
+        }
+        metadata = {"task": self.task.config(), "recipe": c.recipe, "config": c.as_dict(), "result": result}
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_model(model, self.out / "model", metadata=metadata, network=network)
+        with atomic_output(self.out / "history.json") as temp:
+            temp.write_text(json.dumps({"history": history, "result": result}, indent=1) + "\n")
+        with atomic_output(self.out / "training.png") as temp:
+            plot_history(history, temp, c.recipe or c.task)
+        return result
+
+
+def plot_history(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    from recon.outputs import plt
+
+    keys = [k for k in ("loss", "val_psnr", "density") if any(k in h for h in history)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.3), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        ax.plot(*zip(*points, strict=True), lw=1.5)
+        ax.set_title(
+            {"loss": "training loss", "val_psnr": "validation PSNR (dB)", "density": "weight density"}[key],
+            fontsize=10,
+        )
+        ax.set_xlabel("step")
+        if key == "loss":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
