@@ -129,7 +129,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             print(json.dumps(reconstruct_file(path, out / f"{path.stem}.h5", **options)), flush=True)
         except InputError as exc:
             failures += 1
-            print(f"recon: error: {exc}", file=sys.stderr)
+            tqdm.write(f"recon: error: {exc}", file=sys.stderr)
     return 2 if failures else 0
 
 

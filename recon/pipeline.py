@@ -105,6 +105,8 @@ def reconstruct_file(
     """Reconstruct one file into ``out`` (+ ``.png`` and ``.metrics.json``); returns the report."""
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise InputError("output name must end in .h5", out)
+    if not out.parent.is_dir():
+        raise InputError("output folder does not exist", out.parent)
     scan = read_scan(source, reader=reader)
     problem = rc.prepare(scan, operator, params, noise=noise, seed=seed, device=device)
     typed = problem.info.get("params", {})

@@ -23,7 +23,7 @@ def _outputs(folder):
 def test_reconstruct_bundled_sample_tv_beats_zero_filled(cli, tmp_path):
     out = tmp_path / "out" / "demo.h5"
     out.parent.mkdir()
-    result = cli("reconstruct", BUNDLED_SAMPLE, "--out", out, "--iterations", "60")
+    result = cli("reconstruct", BUNDLED_SAMPLE, "--out", out, "--method", "tv", "--iterations", "60")
     assert result.code == 0, result.err
     report = result.json()
     metrics = report["metrics"]
@@ -103,7 +103,7 @@ def test_multicoil_kspace(cli, tmp_path):
     rss = ifft_rss = torch.fft.ifft2(torch.fft.ifftshift(kspace, dim=(-2, -1)), norm="ortho")
     path = write_fastmri(tmp_path / "mc.h5", kspace.numpy(), image.abs()[None].numpy())
     del rss, ifft_rss
-    result = cli("reconstruct", path, "--out", tmp_path / "mc_out.h5", "--iterations", "30")
+    result = cli("reconstruct", path, "--out", tmp_path / "mc_out.h5", "--method", "tv", "--iterations", "30")
     assert result.code == 0, result.err
     metrics = result.json()["metrics"]
     assert metrics["psnr"] > metrics["psnr_zero_filled"]
@@ -123,7 +123,7 @@ def test_internal_error_exits_1_with_one_line(cli, monkeypatch, make_volume, tmp
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(reconstruct, "reconstruct", explode)
-    result = cli("reconstruct", make_volume(), "--out", tmp_path / "o.h5")
+    result = cli("reconstruct", make_volume(), "--out", tmp_path / "o.h5", "--method", "tv")
     assert result.code == 1
     assert result.err.count("\n") == 1 and "simulated bug" in result.err and "Traceback" not in result.err
     assert not (tmp_path / "o.h5").exists()
@@ -225,7 +225,6 @@ BAD_FILES = [
     "vector.npy",
     "nan.npy",
     "missing.h5",
-    ".",
 ]
 
 
@@ -235,7 +234,6 @@ def corpus(tmp_path, make_volume):
     folder.mkdir()
     good, paths = _bad_files(folder, make_volume)
     paths["missing.h5"] = folder / "missing.h5"
-    paths["."] = folder
     out = tmp_path / "out"
     out.mkdir()
     return good, paths, out
@@ -254,7 +252,7 @@ def _assert_clean_error(result, out, *fragments):
 def test_bad_files_exit_2_and_leave_nothing(cli, corpus, name):
     _, paths, out = corpus
     result = cli("reconstruct", paths[name], "--out", out / "r.h5")
-    _assert_clean_error(result, out, paths[name].name if name != "." else "")
+    _assert_clean_error(result, out, paths[name].name)
 
 
 @pytest.mark.parametrize(
@@ -305,3 +303,20 @@ def test_bad_image_operator_parameters(cli, tmp_path):
         _assert_clean_error(
             cli("reconstruct", tmp_path / "img.png", "--out", out / "r.h5", *args), out, fragment
         )
+
+
+def test_folder_input_processes_every_file_and_reports_failures(cli, tmp_path, make_volume):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i in range(2):
+        make_volume(f"v{i}.h5", slices=1, size=(16, 16), seed=i).replace(folder / f"v{i}.h5")
+    (folder / "broken.h5").write_bytes(b"not hdf5")
+    (folder / "notes.txt").write_text("ignored: no reader claims .txt")
+    result = cli("reconstruct", folder, "--out", tmp_path / "out", "--method", "zero-filled")
+    assert result.code == 2
+    assert [
+        json.loads(line)["input"].endswith(f"v{i}.h5") for i, line in enumerate(result.out.splitlines())
+    ] == [True, True]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".h5") == ["v0.h5", "v1.h5"]
+    errors = [line for line in result.err.splitlines() if line.startswith("recon: error:")]
+    assert len(errors) == 1 and "broken.h5" in errors[0]

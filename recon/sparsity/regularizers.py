@@ -87,6 +87,9 @@ class Null(Regularizer):
     def subgradient(self, theta: Tensor) -> Tensor:
         return torch.zeros_like(theta)
 
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
 
 class L1(Regularizer):
     """:math:`\\lambda\\|\\theta\\|_1` (unstructured sparsity)."""

@@ -1,0 +1,199 @@
+"""recon train: configs, exact resume from atomic checkpoints, model files, training terms, hooks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from recon import InputError, get_registry
+from recon.modelio import load_model, save_model
+from recon.registry import plugin_host
+from recon.terms import build_terms
+from recon.trainer import RECIPES, Trainer, load_config
+
+TINY = {
+    "network_params": '{"widths": [4, 8], "blocks": 1}',
+    "patch": "32",
+    "batch": "2",
+    "steps": "8",
+    "log_every": "2",
+    "val_every": "4",
+    "checkpoint_every": "4",
+    "val_images": "1",
+    "sources": "natural,phantom",
+}
+
+
+@pytest.fixture(autouse=True)
+def _data_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("RECON_DATA", str(tmp_path / "data"))
+
+
+def _config(recipe="denoise-gauss", **extra):
+    return load_config(recipe, overrides={**TINY, **extra})
+
+
+def test_config_layers_and_types(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text("lr = 0.0005\nsteps = 12\n[task_params]\nsigma = 0.05\n")
+    config = load_config(
+        "denoise-gauss",
+        toml,
+        {"amp": "false", "target_density": "none", "terms": "a,b", "task_params.sigma": "0.2"},
+    )
+    assert config.recipe == "denoise-gauss" and config.lr == 0.0005 and config.steps == 12
+    assert config.task_params == {"sigma": 0.2} and config.amp is False and config.target_density is None
+    assert config.terms == ["a", "b"] and set(RECIPES) == {
+        "mri-4x",
+        "mri-8x",
+        "deblur-gauss",
+        "denoise-gauss",
+    }
+    for bad in ({"colour": "red"}, {"steps": "many"}, {"optimizer": "sgd"}, {"steps": "0"}):
+        with pytest.raises(InputError):
+            load_config("denoise-gauss", overrides=bad)
+    with pytest.raises(InputError, match="unknown recipe"):
+        load_config("mri-16x")
+    (tmp_path / "bad.toml").write_text("steps = = 3")
+    with pytest.raises(InputError, match="TOML"):
+        load_config(None, tmp_path / "bad.toml")
+
+
+@pytest.mark.slow
+def test_resume_continues_exactly(tmp_path):
+    straight = Trainer(_config(), tmp_path / "a")
+    result = straight.run(progress=False)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "checkpoint-0000004",
+        "checkpoint-0000008",
+        "history.json",
+        "latest",
+        "model.json",
+        "model.safetensors",
+        "training.png",
+    ]
+    # an interrupted run: only the step-4 checkpoint exists
+    (tmp_path / "b").mkdir()
+    shutil.copytree(tmp_path / "a" / "checkpoint-0000004", tmp_path / "b" / "checkpoint-0000004")
+    (tmp_path / "b" / "latest").write_text("checkpoint-0000004\n")
+    resumed = Trainer(_config(), tmp_path / "b")
+    again = resumed.run(resume=True, progress=False)
+    for (name, p), q in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    history_a = json.loads((tmp_path / "a" / "history.json").read_text())["history"]
+    history_b = json.loads((tmp_path / "b" / "history.json").read_text())["history"]
+    assert history_a == history_b
+    assert result["test"] == again["test"]
+
+
+def test_resume_errors(tmp_path):
+    trainer = Trainer(_config(), tmp_path / "run")
+    with pytest.raises(InputError, match="nothing to resume"):
+        trainer.restore()
+    trainer.checkpoint(4, [])
+    other = Trainer(_config(lr="0.01"), tmp_path / "run")
+    with pytest.raises(InputError, match="different config"):
+        other.restore()
+    folder = tmp_path / "run" / "checkpoint-0000004"
+    (folder / "optimizer.safetensors").write_bytes(b"garbage")
+    with pytest.raises(InputError, match="corrupt checkpoint"):
+        trainer.restore()
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="incomplete checkpoint"):
+        trainer.restore()
+
+
+def test_model_files_round_trip_and_corruption(tmp_path):
+    trainer = Trainer(_config(), tmp_path / "run")
+    model = trainer.deployed()
+    save_model(model, tmp_path / "m", metadata={"task": {"task": "denoise"}})
+    loaded, meta = load_model(tmp_path / "m.json")
+    y = torch.rand(1, 1, 32, 32)
+    physics = trainer.task.simulate(y, torch.Generator().manual_seed(0)).physics
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(y, physics), model.eval()(y, physics))
+    assert meta == {"task": {"task": "denoise"}}
+    raw = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "m.safetensors").write_bytes(raw[:100])
+    with pytest.raises(InputError, match="cannot read weights"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m.json").write_text('{"format": "something-else"}')
+    with pytest.raises(InputError, match="not a recon model"):
+        load_model(tmp_path / "m")
+    with pytest.raises(InputError, match="model not found"):
+        load_model(tmp_path / "absent")
+
+
+def test_adversarial_tv_penalty_is_the_dual_norm_of_the_input_gradient():
+    (term,) = build_terms(["adversarial-tv:eps=0.1"])
+    assert "adversarial-tv" in get_registry("training_terms") and term.needs_input_grad
+    w = torch.tensor([[2.0, -1.0], [0.5, 3.0]])
+
+    class Sample:
+        y = torch.tensor([[1.0, -2.0]], requires_grad=True)
+
+    prediction = Sample.y @ w
+    loss = (prediction**2).sum()
+    penalty = term.penalty(None, Sample, prediction, loss, None)
+    gradient = 2 * (Sample.y.detach() @ w) @ w.T
+    assert float(penalty.detach()) == pytest.approx(0.1 * 2.0 * float(gradient.abs().sum()))
+    penalty.backward()  # double backprop works
+    assert Sample.y.grad is not None
+
+
+def test_training_with_a_term_and_lifecycle_hooks(tmp_path):
+    calls = []
+
+    class Logger:
+        @staticmethod
+        def recon_train_start(config, model):
+            calls.append(("start", config["recipe"]))
+
+        @staticmethod
+        def recon_train_log(step, metrics):
+            calls.append(("log", step))
+
+        @staticmethod
+        def recon_train_end(config, result):
+            calls.append(("end", sorted(result)))
+
+    plugin_host().pm.register(Logger, name="test-logger")
+    trainer = Trainer(_config(terms="adversarial-tv:eps=0.01", checkpoint_every="0"), tmp_path / "run")
+    trainer.run(progress=False)
+    assert calls[0] == ("start", "denoise-gauss") and calls[-1][0] == "end"
+    assert [c[1] for c in calls if c[0] == "log"] == [2, 4, 6, 8]
+
+
+@pytest.mark.slow
+def test_cli_train_and_reconstruct_with_the_model(cli, tmp_path, make_volume):
+    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
+    run = cli("train", "--recipe", "denoise-gauss", "--out", tmp_path / "run", *sets, "--device", "cpu")
+    assert run.code == 0, run.err
+    assert "test" in run.json()
+    image = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(image)
+    done = cli(
+        "reconstruct",
+        image,
+        "--operator",
+        "denoise",
+        "--model",
+        tmp_path / "run" / "model.json",
+        "--out",
+        tmp_path / "out.h5",
+    )
+    assert done.code == 0, done.err
+    assert done.json()["method"] == "learned"
+    wrong = cli(
+        "reconstruct", make_volume(), "--model", tmp_path / "run" / "model.json", "--out", tmp_path / "k.h5"
+    )
+    assert wrong.code == 2 and "trained for 'denoise'" in wrong.err
+    assert cli("train", "--recipe", "denoise-gauss", "--out", tmp_path / "new", "--resume").code == 2
+    assert cli("train", "--out", tmp_path / "x").code == 2
