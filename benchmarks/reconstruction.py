@@ -108,8 +108,7 @@ def run_setting(name: str, setting: dict[str, Any], volumes: list[Scan], runs: P
         rows[label] = row
         print(
             f"  {label:26s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  "
-            f"{row['ms_per_slice']:8.1f} ms/slice"
-            + (f"  {row['params']} params" if "params" in row else ""),
+            f"{row['ms_per_slice']:8.1f} ms/slice" + (f"  {row['params']} params" if "params" in row else ""),
             flush=True,
         )
     return rows

@@ -86,6 +86,7 @@ class TrainConfig:
 
 _COMMON = {
     "network": "gated-unet",
+    "network_params": {"widths": [16, 32, 64], "blocks": 1},
     "optimizer": "adabreg",
     "lr": 1e-3,
     "lam": 0.05,
@@ -93,41 +94,13 @@ _COMMON = {
     "steps": 3000,
     "batch": 8,
 }
+_MRI = {**_COMMON, "task": "mri", "init": "adjoint", "dc": "replace", "patch": 96}
+_IMAGE = {**_COMMON, "init": "measurement", "patch": 64}
 RECIPES: dict[str, dict[str, Any]] = {
-    "mri-4x": {
-        **_COMMON,
-        "task": "mri",
-        "task_params": {"acceleration": 4.0, "center_fraction": 0.08},
-        "network_params": {"widths": [16, 32, 64], "blocks": 1},
-        "init": "adjoint",
-        "dc": "replace",
-        "patch": 96,
-    },
-    "mri-8x": {
-        **_COMMON,
-        "task": "mri",
-        "task_params": {"acceleration": 8.0, "center_fraction": 0.04},
-        "network_params": {"widths": [16, 32, 64], "blocks": 1},
-        "init": "adjoint",
-        "dc": "replace",
-        "patch": 96,
-    },
-    "deblur-gauss": {
-        **_COMMON,
-        "task": "deblur",
-        "task_params": {"blur_sigma": 2.0, "sigma": 0.01},
-        "network_params": {"widths": [16, 32, 64], "blocks": 1},
-        "init": "measurement",
-        "patch": 64,
-    },
-    "denoise-gauss": {
-        **_COMMON,
-        "task": "denoise",
-        "task_params": {"sigma": 0.1},
-        "network_params": {"widths": [16, 32, 64], "blocks": 1},
-        "init": "measurement",
-        "patch": 64,
-    },
+    "mri-4x": {**_MRI, "task_params": {"acceleration": 4.0, "center_fraction": 0.08}},
+    "mri-8x": {**_MRI, "task_params": {"acceleration": 8.0, "center_fraction": 0.04}},
+    "deblur-gauss": {**_IMAGE, "task": "deblur", "task_params": {"blur_sigma": 2.0, "sigma": 0.01}},
+    "denoise-gauss": {**_IMAGE, "task": "denoise", "task_params": {"sigma": 0.1}},
 }
 
 

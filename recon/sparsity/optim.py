@@ -111,6 +111,28 @@ class _Bregman(_Regularized):
     def _set_weights(group: dict[str, Any], params: list[Tensor], vs: list[Tensor]) -> None:
         torch._foreach_copy_(params, group["reg"].prox_many(vs, group["delta"]))
 
+    def _update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], vs: list[Tensor]
+    ) -> None:
+        """Move ``vs`` with ``grads`` (the method-specific part of a step)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, vs = self._params_with_grad(group)
+            if not params:
+                continue
+            for p in params:
+                self.state[p]["step"] += 1
+            self._update(group, params, grads, vs)
+            self._set_weights(group, params, vs)
+        return loss
+
     def reinitialise(self) -> None:
         """Reset ``v`` to :math:`\\partial J(\\theta) + \\theta/\\delta` (after λ or the weights changed)."""
         for group in self.param_groups:
@@ -147,33 +169,22 @@ class LinBreg(_Bregman):
             raise InputError(f"momentum must be in [0, 1), got {momentum}")
         super().__init__(params, {"lr": lr, "reg": reg or Null(), "delta": delta, "momentum": momentum})
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, vs = self._params_with_grad(group)
-            if not params:
-                continue
-            lr, beta = group["lr"], group["momentum"]
-            if beta > 0:
-                bufs = []
-                for p, g in zip(params, grads, strict=True):
-                    state = self.state[p]
-                    if "momentum" not in state:
-                        state["momentum"] = torch.zeros_like(g)
-                    bufs.append(state["momentum"])
-                torch._foreach_mul_(bufs, beta)
-                torch._foreach_add_(bufs, grads, alpha=(1 - beta) * lr)
-                torch._foreach_sub_(vs, bufs)
-            else:
-                torch._foreach_add_(vs, grads, alpha=-lr)
-            for p in params:
-                self.state[p]["step"] += 1
-            self._set_weights(group, params, vs)
-        return loss
+    def _update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], vs: list[Tensor]
+    ) -> None:
+        lr, beta = group["lr"], group["momentum"]
+        if beta > 0:
+            bufs = []
+            for p, g in zip(params, grads, strict=True):
+                state = self.state[p]
+                if "momentum" not in state:
+                    state["momentum"] = torch.zeros_like(g)
+                bufs.append(state["momentum"])
+            torch._foreach_mul_(bufs, beta)
+            torch._foreach_add_(bufs, grads, alpha=(1 - beta) * lr)
+            torch._foreach_sub_(vs, bufs)
+        else:
+            torch._foreach_add_(vs, grads, alpha=-lr)
 
 
 class AdaBreg(_Bregman):
@@ -198,32 +209,21 @@ class AdaBreg(_Bregman):
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, vs = self._params_with_grad(group)
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            states = [self.state[p] for p in params]
-            m1 = [s["exp_avg"] for s in states]
-            m2 = [s["exp_avg_sq"] for s in states]
-            for s in states:
-                s["step"] += 1
-            steps = [float(s["step"]) for s in states]
-            torch._foreach_lerp_(m1, grads, 1 - beta1)
-            torch._foreach_mul_(m2, beta2)
-            torch._foreach_addcmul_(m2, grads, grads, value=1 - beta2)
-            denom = torch._foreach_sqrt(m2)
-            torch._foreach_div_(denom, [math.sqrt(1 - beta2**t) for t in steps])
-            torch._foreach_add_(denom, group["eps"])
-            torch._foreach_addcdiv_(vs, m1, denom, [-group["lr"] / (1 - beta1**t) for t in steps])
-            self._set_weights(group, params, vs)
-        return loss
+    def _update(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], vs: list[Tensor]
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        states = [self.state[p] for p in params]
+        m1 = [s["exp_avg"] for s in states]
+        m2 = [s["exp_avg_sq"] for s in states]
+        steps = [float(s["step"]) for s in states]
+        torch._foreach_lerp_(m1, grads, 1 - beta1)
+        torch._foreach_mul_(m2, beta2)
+        torch._foreach_addcmul_(m2, grads, grads, value=1 - beta2)
+        denom = torch._foreach_sqrt(m2)
+        torch._foreach_div_(denom, [math.sqrt(1 - beta2**t) for t in steps])
+        torch._foreach_add_(denom, group["eps"])
+        torch._foreach_addcdiv_(vs, m1, denom, [-group["lr"] / (1 - beta1**t) for t in steps])
 
 
 class ProxSGD(_Regularized):
