@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import deepinv as dinv
+import torch
 from torch import nn
 
 from recon.errors import InputError
@@ -20,20 +21,22 @@ def unet(
     residual: bool = True,
 ) -> nn.Module:
     """deepinv U-Net (Ronneberger et al.) with 2–5 scales."""
-    return dinv.models.UNet(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        scales=scales,
-        batch_norm=batch_norm,
-        residual=residual,
-    )
+    with torch.random.fork_rng(devices=[]):  # default inits must not move the global RNG
+        return dinv.models.UNet(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            scales=scales,
+            batch_norm=batch_norm,
+            residual=residual,
+        )
 
 
 def dncnn(in_channels: int = 1, out_channels: int = 1, depth: int = 17, features: int = 64) -> nn.Module:
     """deepinv DnCNN (Zhang et al. 2017), residual denoiser, random initialisation."""
-    return dinv.models.DnCNN(
-        in_channels=in_channels, out_channels=out_channels, depth=depth, nf=features, pretrained=None
-    )
+    with torch.random.fork_rng(devices=[]):
+        return dinv.models.DnCNN(
+            in_channels=in_channels, out_channels=out_channels, depth=depth, nf=features, pretrained=None
+        )
 
 
 def gated_unet(

@@ -173,3 +173,13 @@ def test_corrupt_model_files_are_input_errors(tmp_path):
         load_graph(tmp_path / "m")
     with pytest.raises(InputError, match="not found"):
         load_graph(tmp_path / "absent")
+
+
+def test_building_networks_leaves_the_global_rng_alone():
+    from recon import get_registry
+
+    state = torch.get_rng_state()
+    GraphNet(gated_unet(widths=(4, 8)))
+    get_registry("networks").build("unet", in_channels=1, out_channels=1, scales=2)
+    get_registry("networks").build("dncnn", in_channels=1, out_channels=1, depth=3)
+    assert torch.equal(torch.get_rng_state(), state)

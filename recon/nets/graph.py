@@ -93,6 +93,13 @@ class GraphNet(nn.Module):
         self.spec = json.loads(json.dumps(spec))  # a private, JSON-clean copy
         self.channels = node_channels(self.spec)
         self.convs = nn.ModuleDict()
+        with torch.random.fork_rng(devices=[]):  # Conv2d's default init must not move the global RNG
+            self._build_layers()
+        self.gates = nn.ParameterDict(
+            {g: nn.Parameter(torch.tensor(float(v))) for g, v in self.spec.get("gates", {}).items()}
+        )
+
+    def _build_layers(self) -> None:
         for node in self.spec["nodes"]:
             if node["op"] == "conv":
                 in_ch = sum(self.channels[i] for i in node["inputs"])
@@ -111,9 +118,6 @@ class GraphNet(nn.Module):
                 self.register_buffer(
                     f"const_{node['name']}", torch.tensor(node["values"], dtype=torch.float32)
                 )
-        self.gates = nn.ParameterDict(
-            {g: nn.Parameter(torch.tensor(float(v))) for g, v in self.spec.get("gates", {}).items()}
-        )
 
     def _gated(self, values: dict[str, Tensor], node: Mapping[str, Any]) -> list[Tensor]:
         out = []
