@@ -79,3 +79,23 @@ def test_reconstructor_validation():
     physics = build_operator("blur", (16, 16))
     with pytest.raises(InputError, match="binary mask"):
         Reconstructor(_net(1).float(), dc="replace")(torch.rand(1, 1, 16, 16), physics)
+
+
+def test_tikhonov_is_the_regularised_least_squares_solution():
+    from recon.datasets.scan import Scan
+    from recon.reconstruct import prepare, reconstruct
+
+    rng = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 12, 10, generator=rng).numpy()
+    problem = prepare(Scan("x", images=image), "blur", {"sigma": 1.0, "boundary": "zeros"})
+    lam = 0.05
+    result = reconstruct(problem, "tikhonov", tikhonov_lambda=lam, operator="blur")
+    # dense normal equations (AᵀA + λI) x = Aᵀy, with A built column by column
+    n = 12 * 10
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, 1, 1, 12, 10)
+    physics = problem.physics.to(torch.float64)
+    a = torch.stack([physics.A(e).flatten() for e in basis], dim=1)
+    y = problem.y.double().flatten()
+    x = torch.linalg.solve(a.T @ a + lam * torch.eye(n, dtype=torch.float64), a.T @ y)
+    expected = (x.reshape(12, 10).abs() * problem.scale).numpy()
+    assert abs(result.reconstruction[0] - expected).max() < 1e-3 * expected.max()
