@@ -1,12 +1,22 @@
-"""Built-in feature plugins: training terms (first-order adversarial / TV training …).
+"""Built-in feature plugins: training terms (first-order adversarial / TV training) and samplers
+over network weights (pSGLD, BAOAB, MC dropout, ensembles).
 
 Registered through recon's public hooks, as a third-party plugin would be.
 """
 
 from recon.hookspecs import Register, hookimpl
+from recon.plugins import samplers
 from recon.plugins.adversarial import adversarial_tv
 
 
 @hookimpl
 def recon_register_training_terms(register: Register) -> None:
     register("adversarial-tv", adversarial_tv)
+
+
+@hookimpl
+def recon_register_samplers(register: Register) -> None:
+    register("psgld", samplers.psgld)
+    register("baoab", samplers.baoab)
+    register("mc-dropout", samplers.mc_dropout)
+    register("ensemble", samplers.ensemble)

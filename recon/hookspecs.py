@@ -79,3 +79,10 @@ def recon_train_log(step: int, metrics: dict) -> None:
 @hookspec
 def recon_train_end(config: dict, result: dict) -> None:
     """Called once after training with the final result (paths, metrics)."""
+
+
+@hookspec
+def recon_register_samplers(register: Register) -> None:
+    """Register samplers over network weights: ``factory(**params)`` returns an object whose
+    ``run(model, task, data, count, *, generator, device, progress)`` returns
+    ``recon.uncertainty.WeightSamples``."""

@@ -19,6 +19,7 @@ magnitude (the phase of :math:`x_0` is put back on its output).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -78,16 +79,32 @@ class Reconstructor(nn.Module):
     def config(self) -> dict[str, Any]:
         return {"init": self.init, "dc": self.dc, "dc_weight": self.dc_weight, "unrolled": self.unrolled}
 
-    def _apply_net(self, x: Tensor) -> Tensor:
+    def to_net(self, x: Tensor) -> Tensor:
+        """The network's view of an image: complex → (real, imaginary) channels or magnitude."""
         if not x.is_complex():
-            return self.net(x)
-        if self.channels == 2:
-            out = self.net(layout.to_channel_pair(x))
-            return torch.complex(out[:, :1], out[:, 1:2])
-        magnitude = self.net(x.abs())
-        return torch.polar(magnitude.abs(), x.angle())
+            return x
+        return layout.to_channel_pair(x) if self.channels == 2 else x.abs()
 
-    def _consistency(self, x: Tensor, y: Tensor, physics: Physics) -> Tensor:
+    def from_net(self, out: Tensor, like: Tensor) -> Tensor:
+        """Back from the network's output to an image like ``like`` (magnitude outputs get its phase)."""
+        if not like.is_complex():
+            return out
+        if self.channels == 2:
+            return torch.complex(out[:, :1], out[:, 1:2])
+        return torch.polar(out.abs(), like.angle())
+
+    def body(self, network: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, physics: Physics) -> Tensor:
+        """The normalised estimate before data consistency, with ``network`` for the net."""
+        if not self.unrolled:
+            return self.from_net(network(self.to_net(x)), x)
+        step = 1.0 / (exact_norm(physics) or operator_norm(physics, x[:1].detach(), iterations=30)) ** 2
+        for _ in range(self.unrolled):
+            z = x - step * physics.A_adjoint(physics.A(x) - y)
+            x = self.from_net(network(self.to_net(z)), z)
+        return x
+
+    def consistency(self, x: Tensor, y: Tensor, physics: Physics) -> Tensor:
+        """Data consistency (none, replace or soft) of a normalised estimate."""
         if self.dc == "none":
             return x
         gamma = 1e8 if self.dc == "replace" else self.dc_weight
@@ -103,18 +120,9 @@ class Reconstructor(nn.Module):
 
     def net_input(self, y: Tensor, physics: Physics) -> Tensor:
         """What the network sees first (for data-dependent initialisation)."""
-        x, _ = self.start(y, physics)
-        if not x.is_complex():
-            return x
-        return layout.to_channel_pair(x) if self.channels == 2 else x.abs()
+        return self.to_net(self.start(y, physics)[0])
 
     def forward(self, y: Tensor, physics: Physics) -> Tensor:
         x, scale = self.start(y, physics)
         y = y / scale
-        if self.unrolled:
-            step = 1.0 / (exact_norm(physics) or operator_norm(physics, x[:1].detach(), iterations=30)) ** 2
-            for _ in range(self.unrolled):
-                x = self._apply_net(x - step * physics.A_adjoint(physics.A(x) - y))
-        else:
-            x = self._apply_net(x)
-        return self._consistency(x, y, physics) * scale
+        return self.consistency(self.body(self.net, x, y, physics), y, physics) * scale

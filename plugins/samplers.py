@@ -1,0 +1,337 @@
+r"""Built-in samplers over a trained reconstructor's network weights.
+
+All four return :class:`recon.uncertainty.WeightSamples` (K stacked weight sets) that
+``recon.uncertainty.predict_samples`` evaluates in one batched pass.
+
+- ``psgld`` / ``baoab``: Langevin dynamics on the tempered posterior
+  :math:`U(\theta) = \frac{N}{2\sigma^2}\,\overline{\|f_\theta(y) - x\|^2} + \frac{\|\theta\|^2}{2\sigma_p^2}`
+  (Gaussian likelihood with :math:`\sigma^2` the trained model's mean squared error per value, ``N``
+  the effective number of training images, Gaussian prior), started from the trained weights, with
+  minibatch gradients on fresh simulated measurements. ``lr`` is pSGLD's step in Adam-like units
+  (:math:`\epsilon = 2\,\mathrm{lr}/N`).
+- ``mc-dropout``: channel dropout (rate ``p``) fine-tuned for ``steps`` steps, then ``K`` dropout
+  masks, folded into the weights (dropping a channel = zeroing its row and bias; ReLU(m·z) = m·ReLU(z)
+  for m ≥ 0, with the usual 1/(1-p) rescaling of kept channels).
+- ``ensemble``: ``K`` members fine-tuned for ``steps`` steps from the trained weights, each with its
+  own seed, data order and a perturbation of relative size ``perturbation``. (Independent training
+  from scratch, the classical deep ensemble, is ``recon train`` with K seeds; too slow for a CPU.)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from recon import InputError
+from recon.nets import GraphNet
+from recon.reconstructors import Reconstructor
+from recon.tasks import Task
+from recon.train import batch_at
+from recon.uncertainty import WeightSamples, stack_parameters
+from recon.uncertainty.langevin import baoab as baoab_chain
+from recon.uncertainty.langevin import psgld as psgld_chain
+
+
+def _per_sample_sse(prediction: Tensor, target: Tensor) -> Tensor:
+    diff = prediction - target
+    if diff.is_complex():
+        diff = torch.view_as_real(diff)
+    return diff.pow(2).flatten(1).sum(1)
+
+
+class _Stream:
+    """Batches of fresh simulated training samples, in a reproducible order."""
+
+    def __init__(self, task: Task, data: Any, batch: int, generator: torch.Generator, device: torch.device):
+        self.task, self.data, self.batch, self.generator, self.device = task, data, batch, generator, device
+        self.step = 0
+
+    def __call__(self) -> Any:
+        self.step += 1
+        return self.task.simulate(batch_at(self.data, self.step, self.batch).to(self.device), self.generator)
+
+
+class LangevinSampler:
+    """Shared set-up of pSGLD and BAOAB on the network weights."""
+
+    name = "langevin"
+
+    def __init__(
+        self,
+        *,
+        step: float,
+        burn_in: int,
+        thin: int,
+        temperature: float,
+        data_size: float,
+        prior_std: float,
+        batch: int,
+    ):
+        if data_size <= 0 or prior_std <= 0 or batch < 1:
+            raise InputError("data_size and prior_std must be positive and batch at least 1")
+        self.step, self.burn_in, self.thin, self.temperature = step, burn_in, thin, temperature
+        self.data_size, self.prior_std, self.batch = data_size, prior_std, batch
+
+    def settings(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def _gradient(self, model: Reconstructor, stream: _Stream, noise_var: float):
+        params = [p for p in model.net.parameters()]
+
+        def grad(theta: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+            sample = stream()
+            with torch.enable_grad():
+                nll = _per_sample_sse(model(sample.y, sample.physics), sample.target).mean() / (2 * noise_var)
+                grads = torch.autograd.grad(nll, params)
+            g_bar = [-g for g in grads]
+            g_u = [self.data_size * g + t / self.prior_std**2 for g, t in zip(grads, theta, strict=True)]
+            return g_u, g_bar
+
+        return params, grad
+
+    def run(
+        self,
+        model: Reconstructor,
+        task: Task,
+        data: Any,
+        count: int,
+        *,
+        generator: torch.Generator,
+        device: torch.device,
+        progress: bool = False,
+    ) -> WeightSamples:
+        model = copy.deepcopy(model).to(device).train()
+        stream = _Stream(task, data, self.batch, generator, device)
+        with torch.no_grad():
+            errors = [task.loss(model(s.y, s.physics), s.target) for s in (stream() for _ in range(4))]
+        noise_var = float(torch.stack(errors).mean())
+        params, grad = self._gradient(model, stream, noise_var)
+        states = self._chain(params, grad, count, generator, progress)
+        names = [n for n, _ in model.net.named_parameters()]
+        settings = {**self.settings(), "noise_var": noise_var}
+        return WeightSamples(
+            stack_parameters([dict(zip(names, s, strict=True)) for s in states]), self.name, settings
+        )
+
+
+class PSGLD(LangevinSampler):
+    name = "psgld"
+
+    def __init__(
+        self,
+        lr: float = 1e-4,
+        burn_in: int = 100,
+        thin: int = 10,
+        temperature: float = 1.0,
+        data_size: float = 64.0,
+        prior_std: float = 1.0,
+        batch: int = 4,
+        alpha: float = 0.99,
+    ):
+        super().__init__(
+            step=2 * lr / data_size,
+            burn_in=burn_in,
+            thin=thin,
+            temperature=temperature,
+            data_size=data_size,
+            prior_std=prior_std,
+            batch=batch,
+        )
+        self.alpha = alpha
+
+    def _chain(self, params, grad, count, generator, progress):
+        return psgld_chain(
+            params,
+            grad,
+            step=self.step,
+            count=count,
+            burn_in=self.burn_in,
+            thin=self.thin,
+            alpha=self.alpha,
+            temperature=self.temperature,
+            generator=generator,
+            progress=progress,
+        )
+
+
+class BAOAB(LangevinSampler):
+    name = "baoab"
+
+    def __init__(
+        self,
+        step: float = 1e-4,
+        burn_in: int = 100,
+        thin: int = 10,
+        temperature: float = 1.0,
+        data_size: float = 64.0,
+        prior_std: float = 1.0,
+        batch: int = 4,
+        friction: float = 10.0,
+    ):
+        super().__init__(
+            step=step,
+            burn_in=burn_in,
+            thin=thin,
+            temperature=temperature,
+            data_size=data_size,
+            prior_std=prior_std,
+            batch=batch,
+        )
+        self.friction = friction
+
+    def _chain(self, params, grad, count, generator, progress):
+        return baoab_chain(
+            params,
+            grad,
+            step=self.step,
+            count=count,
+            burn_in=self.burn_in,
+            thin=self.thin,
+            friction=self.friction,
+            temperature=self.temperature,
+            generator=generator,
+            progress=progress,
+        )
+
+
+def _fine_tune(
+    model: Reconstructor, task: Task, stream: _Stream, steps: int, lr: float, params_for_step=None
+) -> None:
+    optimizer = torch.optim.Adam(model.net.parameters(), lr=lr)
+    for _ in range(steps):
+        sample = stream()
+        prediction = model(sample.y, sample.physics) if params_for_step is None else params_for_step(sample)
+        loss = task.loss(prediction, sample.target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+class MCDropout:
+    name = "mc-dropout"
+
+    def __init__(self, p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4):
+        if not 0 < p < 1:
+            raise InputError(f"dropout rate must be in (0, 1), got {p}")
+        self.p, self.steps, self.lr, self.batch = p, steps, lr, batch
+
+    def _masked(self, net: nn.Module, generator: torch.Generator) -> dict[str, Tensor]:
+        params = dict(net.named_parameters())
+        fixed = (
+            set((net.spec.get("meta", {}) or {}).get("fixed", ["head"]))
+            if isinstance(net, GraphNet)
+            else set()
+        )
+        out = dict(params)
+        for name, conv in getattr(net, "convs", {}).items():
+            if name in fixed:
+                continue
+            keep = (torch.rand(conv.out_channels, generator=generator) >= self.p).to(conv.weight.dtype)
+            scale = (keep / (1 - self.p)).to(conv.weight.device)
+            out[f"convs.{name}.weight"] = params[f"convs.{name}.weight"] * scale.view(-1, 1, 1, 1)
+            out[f"convs.{name}.bias"] = params[f"convs.{name}.bias"] * scale
+        return out
+
+    def run(
+        self,
+        model: Reconstructor,
+        task: Task,
+        data: Any,
+        count: int,
+        *,
+        generator: torch.Generator,
+        device: torch.device,
+        progress: bool = False,
+    ) -> WeightSamples:
+        if not isinstance(model.net, GraphNet):
+            raise InputError("MC dropout needs a GraphNet (channel masks are folded into its weights)")
+        model = copy.deepcopy(model).to(device).train()
+        stream = _Stream(task, data, self.batch, generator, device)
+        buffers = dict(model.net.named_buffers())
+
+        def dropped(sample):
+            weights = self._masked(model.net, generator)
+            net = lambda x: functional_call(model.net, (weights, buffers), (x,))  # noqa: E731
+            x0, scale = model.start(sample.y, sample.physics)
+            y = sample.y / scale
+            return model.consistency(model.body(net, x0, y, sample.physics), y, sample.physics) * scale
+
+        _fine_tune(model, task, stream, self.steps, self.lr, dropped)
+        with torch.no_grad():
+            states = [
+                {k: v.detach().clone() for k, v in self._masked(model.net, generator).items()}
+                for _ in range(count)
+            ]
+        return WeightSamples(stack_parameters(states), self.name, dict(vars(self)))
+
+
+class Ensemble:
+    name = "ensemble"
+
+    def __init__(self, steps: int = 100, lr: float = 2e-4, perturbation: float = 0.05, batch: int = 4):
+        self.steps, self.lr, self.perturbation, self.batch = steps, lr, perturbation, batch
+
+    def run(
+        self,
+        model: Reconstructor,
+        task: Task,
+        data: Any,
+        count: int,
+        *,
+        generator: torch.Generator,
+        device: torch.device,
+        progress: bool = False,
+    ) -> WeightSamples:
+        states = []
+        for member in range(count):
+            copy_ = copy.deepcopy(model).to(device).train()
+            with torch.no_grad():
+                for p in copy_.net.parameters():
+                    noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
+                    p.add_(noise * self.perturbation * p.detach().std().nan_to_num(0.0))
+            stream = _Stream(task, data, self.batch, torch.Generator().manual_seed(int(member) + 7), device)
+            stream.step = member * self.steps
+            _fine_tune(copy_, task, stream, self.steps, self.lr)
+            states.append({k: v.detach().clone() for k, v in copy_.net.named_parameters()})
+        return WeightSamples(stack_parameters(states), self.name, dict(vars(self)))
+
+
+def psgld(
+    lr: float = 1e-4,
+    burn_in: int = 100,
+    thin: int = 10,
+    temperature: float = 1.0,
+    data_size: float = 64.0,
+    prior_std: float = 1.0,
+    batch: int = 4,
+) -> PSGLD:
+    """Preconditioned SGLD on the network weights (Li et al. 2016)."""
+    return PSGLD(lr, burn_in, thin, temperature, data_size, prior_std, batch)
+
+
+def baoab(
+    step: float = 1e-4,
+    burn_in: int = 100,
+    thin: int = 10,
+    temperature: float = 1.0,
+    data_size: float = 64.0,
+    prior_std: float = 1.0,
+    batch: int = 4,
+    friction: float = 10.0,
+) -> BAOAB:
+    """Underdamped Langevin (BAOAB splitting) on the network weights."""
+    return BAOAB(step, burn_in, thin, temperature, data_size, prior_std, batch, friction)
+
+
+def mc_dropout(p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4) -> MCDropout:
+    """Channel dropout, fine-tuned then sampled (Gal & Ghahramani 2016)."""
+    return MCDropout(p, steps, lr, batch)
+
+
+def ensemble(steps: int = 100, lr: float = 2e-4, perturbation: float = 0.05, batch: int = 4) -> Ensemble:
+    """Fine-tuned ensemble: members from perturbed copies of the trained weights."""
+    return Ensemble(steps, lr, perturbation, batch)
