@@ -103,6 +103,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             raise InputError(f"--{name.replace('_', '-')} must be a non-negative number, got {value}")
     if args.iterations < 1:
         raise InputError(f"--iterations must be >= 1, got {args.iterations}")
+    if args.samples < 2 or not 0 < args.coverage < 1:
+        raise InputError("--samples must be at least 2 and --coverage in (0, 1)")
     options = dict(
         operator=args.operator,
         params=params,
@@ -115,6 +117,9 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         tv_lambda=args.tv_lambda,
         tikhonov_lambda=args.tikhonov_lambda,
         iterations=args.iterations,
+        uncertainty=args.uncertainty,
+        samples=args.samples,
+        coverage=args.coverage,
     )
     source, out = Path(args.input), Path(args.out)
     if not source.is_dir():
@@ -131,6 +136,49 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             failures += 1
             tqdm.write(f"recon: error: {exc}", file=sys.stderr)
     return 2 if failures else 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from recon.pipeline import sample_model
+
+    path, samples = sample_model(
+        args.model,
+        args.sampler,
+        args.samples,
+        device=resolve_device(args.device),
+        seed=args.seed,
+        out=Path(args.out) if args.out else None,
+    )
+    print(
+        json.dumps(
+            {"model": str(args.model), "sampler": samples.sampler, "samples": samples.count, "out": str(path)}
+        )
+    )
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from recon.pipeline import calibrate_model
+
+    factor = calibrate_model(
+        args.model,
+        args.uncertainty,
+        coverage=args.coverage,
+        samples=args.samples,
+        data=Path(args.data) if args.data else None,
+        device=resolve_device(args.device),
+    )
+    print(
+        json.dumps(
+            {
+                "model": str(args.model),
+                "sampler": args.uncertainty,
+                "coverage": args.coverage,
+                "interval_scale": factor,
+            }
+        )
+    )
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -276,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tv-lambda", dest="tv_lambda", type=float)
     p.add_argument("--tikhonov-lambda", dest="tikhonov_lambda", type=float)
+    p.add_argument(
+        "--uncertainty",
+        help="sampler whose stored weight samples give the maps (psgld, baoab, mc-dropout, ensemble)",
+    )
+    p.add_argument("--samples", type=int, default=16, help="weight samples to use (default 16)")
+    p.add_argument("--coverage", type=float, default=0.9, help="credible interval coverage (default 0.9)")
     p.add_argument("--iterations", type=int, default=100)
     p.add_argument("--reader", help="force a dataset reader (see: recon list dataset_readers)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1 …")
@@ -290,6 +344,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("sample", help="draw weight samples of a model for uncertainty maps")
+    p.add_argument("--model", required=True, help="bundled model name or path")
+    p.add_argument("--sampler", default="psgld", help="psgld, baoab, mc-dropout, ensemble (name:key=value)")
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--out", help="output stem (default: beside the model, MODEL.SAMPLER.samples)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("calibrate", help="fit the credible-interval scale on validation volumes")
+    p.add_argument("--model", required=True)
+    p.add_argument("--uncertainty", default="psgld", help="the sampler whose samples to calibrate")
+    p.add_argument("--data", help="folder of validation .h5 volumes (default: packaged-mr val split)")
+    p.add_argument("--coverage", type=float, default=0.9)
+    p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_calibrate)
 
     p = sub.add_parser("search", help="find a sparse architecture by group-sparse Bregman training")
     p.add_argument("--task", default="denoise", choices=("denoise", "deblur", "mri", "autoencoder"))

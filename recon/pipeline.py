@@ -8,20 +8,35 @@ input's (acceleration, blur width, noise level) is used with a warning naming th
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from recon import reconstruct as rc
 from recon.datasets.readers import read_scan
 from recon.datasets.scan import Scan
+from recon.datasets.training import PatchDataset, image_pool, packaged_mr_root
 from recon.errors import InputError
+from recon.metrics import auroc, ause, image_metrics, spearman
+from recon.metrics import coverage as coverage_metric
 from recon.modelio import bundled_models, load_model
 from recon.outputs import write_reconstruction
 from recon.registry import get_registry
+from recon.tasks import Task, build_task
+from recon.uncertainty import (
+    WeightSamples,
+    conformal_scale,
+    load_samples,
+    posterior_maps,
+    predict_samples,
+    samples_path,
+    save_samples,
+)
 
 MRI = ("mri", "mri-multicoil")
 TASK_OF_OPERATOR = {"mri": "mri", "mri-multicoil": "mri", "blur": "deblur", "denoise": "denoise"}
@@ -86,6 +101,47 @@ def input_files(folder: Path) -> list[Path]:
     return files
 
 
+def uncertainty_maps(
+    problem: rc.Problem, model: Any, samples: WeightSamples, coverage: float, chunk: int = 2
+) -> tuple[dict[str, np.ndarray], dict[str, float] | None, float]:
+    """Posterior maps of every slice, in the input's scale: arrays ``(S, H, W)``, metrics against
+    the truth when known (PSNR/SSIM of the mean, interval coverage, Spearman(std, |error|), AUROC for
+    the pixels with the 5% largest errors, AUSE), and the seconds spent."""
+    scale = samples.calibration.get(f"{coverage:g}")
+    if scale is None:
+        warnings.warn(
+            f"no calibration for coverage {coverage:g} (run `recon calibrate`): bounds are "
+            "empirical sample quantiles",
+            UserWarning,
+            stacklevel=2,
+        )
+    keys = ("mean", "std", "lower", "upper", "hallucination")
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    start = time.perf_counter()
+    with torch.no_grad():
+        for first in range(0, problem.y.shape[0], chunk):
+            draws = predict_samples(model, samples, problem.y[first : first + chunk], problem.physics)
+            maps = posterior_maps(draws, problem.physics, coverage, scale)
+            for key in keys:
+                parts[key].append(getattr(maps, key))
+    seconds = time.perf_counter() - start
+    arrays = {k: (torch.cat(v)[:, 0] * problem.scale).float().cpu().numpy() for k, v in parts.items()}
+    metrics = None
+    if problem.truth is not None:
+        truth = (problem.truth[:, 0] * problem.scale).float().cpu().numpy()
+        arrays = {k: rc._crop_to(v, truth.shape) for k, v in arrays.items()}
+        error = np.abs(arrays["mean"] - truth)
+        metrics = {
+            **image_metrics(arrays["mean"], truth),
+            "coverage": coverage_metric(arrays["lower"], arrays["upper"], truth),
+            "spearman_std_error": spearman(arrays["std"], error),
+            "auroc_large_errors": auroc(arrays["std"], error > np.quantile(error, 0.95)),
+            "ause": ause(arrays["std"], error),
+            "calibrated": scale is not None,
+        }
+    return arrays, metrics, seconds
+
+
 def reconstruct_file(
     source: Path,
     out: Path,
@@ -101,8 +157,15 @@ def reconstruct_file(
     tv_lambda: float | None,
     tikhonov_lambda: float | None,
     iterations: int,
+    uncertainty: str | None = None,
+    samples: int = 16,
+    coverage: float = 0.9,
 ) -> dict[str, Any]:
-    """Reconstruct one file into ``out`` (+ ``.png`` and ``.metrics.json``); returns the report."""
+    """Reconstruct one file into ``out`` (+ ``.png`` and ``.metrics.json``); returns the report.
+    With ``uncertainty`` (a sampler name) the reconstruction is the posterior mean of ``samples``
+    weight samples, and ``std``, ``lower``, ``upper`` and ``hallucination`` maps are written too."""
+    if uncertainty is not None and method not in (None, "learned"):
+        raise InputError("uncertainty maps come from the learned method's weight samples")
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise InputError("output name must end in .h5", out)
     if not out.parent.is_dir():
@@ -132,6 +195,22 @@ def reconstruct_file(
         operator=operator,
         model=model,
     )
+    extra: dict[str, np.ndarray] = {}
+    if uncertainty is not None:
+        if model is None:
+            raise InputError("uncertainty maps need a learned model")
+        weights = load_samples(samples_path(model_name, uncertainty), model).subset(samples)
+        extra, metrics, seconds = uncertainty_maps(problem, model, weights, coverage)
+        result.reconstruction = extra.pop("mean")
+        result.metrics = (
+            None
+            if metrics is None
+            else {
+                **metrics,
+                **{k: v for k, v in (result.metrics or {}).items() if k.endswith("_zero_filled")},
+            }
+        )
+        result.info["seconds"] = seconds
     middle = result.reconstruction.shape[0] // 2
     label = method if method != "learned" else f"learned ({Path(str(model_name)).name})"
     panels = {
@@ -139,6 +218,10 @@ def reconstruct_file(
         label: result.reconstruction[middle],
     }
     title = f"{source.name}  slice {middle}  {label}"
+    if extra:
+        panels["std"] = extra["std"][middle]
+        panels["hallucination"] = extra["hallucination"][middle]
+        label += f" + {uncertainty} ×{samples}"
     if result.truth is not None:
         panels["ground truth"] = result.truth[middle]
         panels["|error|"] = abs(result.reconstruction[middle] - result.truth[middle])
@@ -156,8 +239,17 @@ def reconstruct_file(
         "recon_version": __version__,
         "metrics": result.metrics or {},
     }
-    arrays = {"reconstruction": result.reconstruction, "zero_filled": result.zero_filled, "mask": result.mask}
-    write_reconstruction(out, arrays, attrs, panels, title, result.metrics, error_keys=("|error|",))
+    arrays = {
+        "reconstruction": result.reconstruction,
+        "zero_filled": result.zero_filled,
+        "mask": result.mask,
+        **extra,
+    }
+    if uncertainty is not None:
+        attrs.update(uncertainty=uncertainty, samples=samples, coverage=coverage)
+    write_reconstruction(
+        out, arrays, attrs, panels, title, result.metrics, error_keys=("|error|", "std", "hallucination")
+    )
     return {
         "input": str(source),
         "output": str(out),
@@ -166,3 +258,124 @@ def reconstruct_file(
         "seconds": round(result.info["seconds"], 3),
         "metrics": result.metrics,
     }
+
+
+def task_of(metadata: Mapping[str, Any]) -> Task:
+    """The training task recorded in a model's metadata."""
+    config = dict(metadata.get("task", {}))
+    name = config.pop("task", None)
+    config.pop("operator", None)
+    if name is None:
+        raise InputError("the model's metadata does not say which task it was trained for")
+    return build_task(name, **config)
+
+
+def operator_of(task: Task) -> tuple[str, dict[str, Any], str | None]:
+    """``(operator, parameters, noise spec)`` that reproduce a task's measurements in ``prepare``."""
+    config = task.config()
+    if config["task"] == "mri":
+        return (
+            "mri",
+            {
+                "acceleration": config["acceleration"],
+                "center_fraction": config["center_fraction"],
+                "mask": config["mask"],
+            },
+            None,
+        )
+    if config["task"] == "deblur":
+        return (
+            "blur",
+            {"sigma": config["blur_sigma"], "boundary": "reflect"},
+            f"gaussian:sigma={config['sigma']}",
+        )
+    if config["task"] == "denoise":
+        return "denoise", {}, f"gaussian:sigma={config['sigma']}"
+    raise InputError(f"no operator reproduces task {config['task']!r}")
+
+
+def sample_model(
+    model_name: str | Path,
+    sampler: str,
+    count: int,
+    *,
+    device: Any = "cpu",
+    seed: int = 0,
+    sources: tuple[str, ...] = ("mr", "natural", "phantom"),
+    out: Path | None = None,
+    progress: bool = True,
+) -> tuple[Path, WeightSamples]:
+    """Draw ``count`` weight samples of a model with a registered sampler (``name:key=value``) and
+    store them next to the model (or at ``out``)."""
+    from recon.physics import parse_spec
+
+    if count < 2:
+        raise InputError(f"need at least 2 samples, got {count}")
+    name, texts = parse_spec(sampler)
+    entry = get_registry("samplers").lookup(name)
+    method = entry.build(**entry.parse_params(texts))
+    model, metadata = load_model(model_name, device=device)
+    task = task_of(metadata)
+    patch = int(metadata.get("config", {}).get("patch", 64))
+    data = PatchDataset(image_pool(sources, "train", seed=seed), patch, 100_000, seed=seed + 17)
+    samples = method.run(
+        model,
+        task,
+        data,
+        count,
+        generator=torch.Generator().manual_seed(seed),
+        device=device,
+        progress=progress,
+    )
+    path = out if out is not None else samples_path(model_name, name)
+    save_samples(samples, path)
+    return path, samples
+
+
+def calibrate_model(
+    model_name: str | Path,
+    sampler: str,
+    *,
+    coverage: float = 0.9,
+    samples: int = 16,
+    data: Path | None = None,
+    device: Any = "cpu",
+) -> float:
+    """Fit the conformal interval factor on validation volumes (default: the ``packaged-mr``
+    validation split) and store it with the samples; returns it."""
+    model, metadata = load_model(model_name, device=device)
+    path = samples_path(model_name, sampler)
+    stored = load_samples(path, model)
+    weights = stored.subset(min(samples, stored.count))
+    operator, params, noise = operator_of(task_of(metadata))
+    files = (
+        sorted(data.glob("*.h5")) if data is not None else sorted((packaged_mr_root() / "val").glob("*.h5"))
+    )
+    if not files:
+        raise InputError("no validation volumes (.h5) found", data)
+    means, stds, truths = [], [], []
+    for seed, file in enumerate(files):
+        scan = read_scan(file)
+        if operator != "mri":
+            scan = Scan(scan.source, images=scan.images)
+        problem = rc.prepare(
+            scan,
+            operator,
+            {**params, **({"seed": seed} if operator == "mri" else {})},
+            noise=noise,
+            seed=seed,
+            device=device,
+        )
+        if problem.truth is None:
+            raise InputError("calibration needs volumes with a ground truth", file)
+        with torch.no_grad():
+            for first in range(0, problem.y.shape[0], 2):
+                draws = predict_samples(model, weights, problem.y[first : first + 2], problem.physics)
+                magnitudes = draws.abs()
+                means.append(magnitudes.mean(0))
+                stds.append(magnitudes.std(0))
+                truths.append(problem.truth[first : first + 2])
+    factor = conformal_scale(means, stds, truths, coverage)
+    stored.calibration[f"{coverage:g}"] = factor
+    save_samples(stored, path)
+    return factor
