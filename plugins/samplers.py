@@ -13,7 +13,7 @@ All four return :class:`recon.uncertainty.WeightSamples` (K stacked weight sets)
   masks, folded into the weights (dropping a channel = zeroing its row and bias; ReLU(m·z) = m·ReLU(z)
   for m ≥ 0, with the usual 1/(1-p) rescaling of kept channels).
 - ``ensemble``: ``K`` members fine-tuned for ``steps`` steps from the trained weights, each with its
-  own seed, data order and a perturbation of relative size ``perturbation``. (Independent training
+  own seed, data order and a perturbation of relative size ``perturbation`` (of each tensor's RMS). (Independent training
   from scratch, the classical deep ensemble, is ``recon train`` with K seeds; too slow for a CPU.)
 """
 
@@ -292,7 +292,7 @@ class Ensemble:
             with torch.no_grad():
                 for p in copy_.net.parameters():
                     noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
-                    p.add_(noise * self.perturbation * p.detach().std().nan_to_num(0.0))
+                    p.add_(noise * self.perturbation * p.detach().pow(2).mean().sqrt())  # relative to the RMS
             stream = _Stream(task, data, self.batch, torch.Generator().manual_seed(int(member) + 7), device)
             stream.step = member * self.steps
             _fine_tune(copy_, task, stream, self.steps, self.lr)

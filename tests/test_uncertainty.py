@@ -1,0 +1,322 @@
+"""Samplers against known posteriors, batched inference, maps, null-space projector, calibration."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from recon import InputError, build_operator, get_registry
+from recon.metrics import auroc, ause, coverage, spearman
+from recon.uncertainty import (
+    WeightSamples,
+    conformal_scale,
+    load_samples,
+    null_space_projector,
+    posterior_maps,
+    predict_samples,
+    save_samples,
+    stack_parameters,
+)
+from recon.uncertainty.langevin import baoab, psgld
+
+
+def _linear_posterior(seed: int = 1):
+    """Bayesian linear regression: prior N(0, 10²I), noise 0.5; exact Gaussian posterior."""
+    g = torch.Generator().manual_seed(seed)
+    n, sig, sp = 200, 0.5, 10.0
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    y = x @ torch.tensor([1.5, -0.7], dtype=torch.float64) + sig * torch.randn(
+        n, generator=g, dtype=torch.float64
+    )
+    precision = x.T @ x / sig**2 + torch.eye(2, dtype=torch.float64) / sp**2
+    cov = torch.linalg.inv(precision)
+    mean = cov @ (x.T @ y) / sig**2
+    batches = torch.Generator().manual_seed(2)
+
+    def full(theta):
+        g_bar = x.T @ (y - x @ theta[0]) / sig**2 / n
+        return [-n * g_bar + theta[0] / sp**2], [g_bar]
+
+    def minibatch(theta, size=20):
+        idx = torch.randint(0, n, (size,), generator=batches)
+        g_bar = x[idx].T @ (y[idx] - x[idx] @ theta[0]) / sig**2 / size
+        return [-n * g_bar + theta[0] / sp**2], [g_bar]
+
+    return mean, cov, full, minibatch
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_baoab_samples_the_tempered_posterior(temperature):
+    mean, cov, full, _ = _linear_posterior()
+    states = baoab(
+        [mean.clone()],
+        full,
+        step=0.02,
+        friction=5.0,
+        temperature=temperature,
+        count=4000,
+        burn_in=500,
+        thin=5,
+        generator=torch.Generator().manual_seed(0),
+    )
+    draws = torch.stack([s[0] for s in states])
+    std = cov.diag().sqrt()
+    assert ((draws.mean(0) - mean).abs() < 0.2 * std).all()
+    ratio = draws.var(0) / (temperature * cov.diag())  # a T (not √T) noise scale would give ratio T
+    assert ((ratio > 0.85) & (ratio < 1.15)).all(), ratio
+
+
+def test_psgld_samples_the_posterior_with_minibatches():
+    mean, cov, _, minibatch = _linear_posterior()
+    states = psgld(
+        [mean.clone()],
+        minibatch,
+        step=2e-5,
+        count=4000,
+        burn_in=500,
+        thin=5,
+        generator=torch.Generator().manual_seed(0),
+    )
+    draws = torch.stack([s[0] for s in states])
+    std = cov.diag().sqrt()
+    assert ((draws.mean(0) - mean).abs() < 0.3 * std).all()
+    ratio = draws.var(0) / cov.diag()
+    assert ((ratio > 0.7) & (ratio < 1.4)).all(), ratio
+
+
+def test_samplers_are_seeded():
+    mean, _, full, _ = _linear_posterior()
+    a = baoab(
+        [mean.clone()],
+        full,
+        step=0.02,
+        count=5,
+        burn_in=5,
+        thin=2,
+        generator=torch.Generator().manual_seed(3),
+    )
+    b = baoab(
+        [mean.clone()],
+        full,
+        step=0.02,
+        count=5,
+        burn_in=5,
+        thin=2,
+        generator=torch.Generator().manual_seed(3),
+    )
+    assert all(torch.equal(x[0], y[0]) for x, y in zip(a, b, strict=True))
+    with pytest.raises(InputError):
+        psgld([mean.clone()], full, step=-1.0, count=2)
+
+
+def _tiny_model(channels=2, init="adjoint", dc="replace"):
+    from recon.nets import GraphNet, gated_unet
+    from recon.reconstructors import Reconstructor
+
+    torch.manual_seed(0)
+    net = GraphNet(gated_unet(channels, channels, widths=(4, 8), blocks=1, gate_init=0.5))
+    return Reconstructor(net, init=init, dc=dc)
+
+
+def _perturbed_samples(model, k=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    states = [
+        {n: p.detach() + 0.05 * torch.randn(p.shape, generator=g) for n, p in model.net.named_parameters()}
+        for _ in range(k)
+    ]
+    return WeightSamples(stack_parameters(states), "test")
+
+
+def test_batched_and_looped_inference_agree():
+    model = _tiny_model()
+    physics = build_operator("mri", (24, 24), acceleration=4.0)
+    y = physics.A(torch.randn(3, 1, 24, 24, dtype=torch.complex64))
+    samples = _perturbed_samples(model)
+    with torch.no_grad():
+        batched = predict_samples(model, samples, y, physics, chunk=2)
+        for k in range(samples.count):
+            weights = {n: t[k] for n, t in samples.tensors.items()}
+            model.net.load_state_dict(weights, strict=False)
+            torch.testing.assert_close(batched[k], model(y, physics), rtol=1e-4, atol=1e-5)
+    assert batched.shape == (5, 3, 1, 24, 24)
+
+
+def test_null_space_projector_is_idempotent_and_annihilated():
+    mri = build_operator("mri", (32, 32), acceleration=4.0).to(torch.float64)
+    x = torch.randn(2, 1, 32, 32, dtype=torch.complex128)
+    project = null_space_projector(mri)
+    px = project(x)
+    torch.testing.assert_close(project(px), px)
+    assert float(mri.A(px).abs().max()) < 1e-12
+    torch.testing.assert_close(px + mri.A_adjoint(mri.A(x)), x)  # range + null space
+    inpaint = build_operator("mri", (32, 32), mask="gaussian", acceleration=3.0).to(torch.float64)
+    general = null_space_projector(type("Generic", (), {"A": inpaint.A, "A_dagger": inpaint.A_dagger})())
+    torch.testing.assert_close(general(general(x)), general(x))
+
+
+def test_posterior_maps():
+    physics = build_operator("mri", (16, 16), acceleration=4.0)
+    base = torch.randn(1, 1, 1, 16, 16, dtype=torch.complex64)
+    same = base.repeat(4, 1, 1, 1, 1)
+    maps = posterior_maps(same, physics)
+    assert float(maps.std.max()) == 0 and float(maps.hallucination.max()) < 1e-5
+    samples = base + 0.1 * torch.randn(50, 1, 1, 16, 16, dtype=torch.complex64)
+    maps = posterior_maps(samples, physics, coverage=0.8)
+    inside = ((samples.abs() >= maps.lower) & (samples.abs() <= maps.upper)).float().mean()
+    assert 0.75 <= float(inside) <= 0.85
+    calibrated = posterior_maps(samples, physics, coverage=0.8, scale=2.0)
+    torch.testing.assert_close(calibrated.upper - calibrated.mean, 2.0 * calibrated.std)
+    with pytest.raises(InputError):
+        posterior_maps(samples[:1], physics)
+
+
+def test_conformal_scale_and_metrics():
+    g = torch.Generator().manual_seed(0)
+    mean = torch.zeros(200, 200)
+    std = torch.rand(200, 200, generator=g) + 0.5
+    truth = std * torch.randn(200, 200, generator=g)
+    q = conformal_scale([mean], [std], [truth], 0.9)
+    assert q == pytest.approx(1.645, abs=0.05)
+    assert coverage(mean - q * std, mean + q * std, truth) == pytest.approx(0.9, abs=0.01)
+    error = (truth - mean).abs().numpy()
+    assert spearman(std, error) == pytest.approx(scipy.stats.spearmanr(std.flatten(), error.flatten())[0])
+    labels = error > np.quantile(error, 0.95)
+    u = scipy.stats.mannwhitneyu(std.numpy()[labels], std.numpy()[~labels]).statistic
+    assert auroc(std, labels) == pytest.approx(u / (labels.sum() * (~labels).sum()))
+    assert ause(error, error) == pytest.approx(0.0) and ause(-torch.from_numpy(error), error) > 0.5
+
+
+def test_samples_round_trip_and_validation(tmp_path):
+    model = _tiny_model()
+    samples = _perturbed_samples(model, k=3)
+    samples.calibration["0.9"] = 1.7
+    save_samples(samples, tmp_path / "m.test.samples")
+    loaded = load_samples(tmp_path / "m.test.samples", model)
+    assert loaded.count == 3 and loaded.calibration == {"0.9": 1.7}
+    assert loaded.subset(2).count == 2
+    with pytest.raises(InputError):
+        loaded.subset(4)
+    with pytest.raises(InputError, match="do not match"):
+        load_samples(tmp_path / "m.test.samples", _tiny_model(channels=1, init="measurement", dc="none"))
+    with pytest.raises(InputError, match="no stored"):
+        load_samples(tmp_path / "absent")
+
+
+@pytest.mark.parametrize("name", ["psgld", "baoab", "mc-dropout", "ensemble"])
+def test_sampler_plugins_draw_distinct_weight_sets(name, monkeypatch, tmp_path):
+    from recon.datasets.phantom import PhantomDataset
+    from recon.tasks import build_task
+
+    monkeypatch.setenv("RECON_DATA", str(tmp_path))
+    small = {
+        "psgld": {"burn_in": 2, "thin": 1, "lr": 1e-4},
+        "baoab": {"burn_in": 2, "thin": 1, "step": 1e-3},
+        "mc-dropout": {"steps": 2},
+        "ensemble": {"steps": 2},
+    }[name]
+    sampler = get_registry("samplers").build(name, **small)
+    model = _tiny_model()
+    task = build_task("mri", acceleration=4.0)
+    samples = sampler.run(
+        model,
+        task,
+        PhantomDataset(64, (32, 32)),
+        3,
+        generator=torch.Generator().manual_seed(0),
+        device=torch.device("cpu"),
+    )
+    assert samples.count == 3 and set(samples.tensors) == {n for n, _ in model.net.named_parameters()}
+    assert any(not torch.equal(t[0], t[1]) for t in samples.tensors.values())
+    assert json.dumps(samples.settings)  # JSON-able settings
+
+
+@pytest.mark.slow
+def test_cli_sample_calibrate_and_reconstruct_with_uncertainty(cli, tmp_path, monkeypatch, make_volume):
+    from recon.modelio import save_model
+
+    monkeypatch.setenv("RECON_DATA", str(tmp_path / "data"))
+    model = _tiny_model()
+    save_model(
+        model,
+        tmp_path / "m",
+        metadata={
+            "task": {
+                "task": "mri",
+                "operator": "mri",
+                "acceleration": 4.0,
+                "center_fraction": 0.08,
+                "mask": "random",
+                "sigma": 0.0,
+            },
+            "config": {"patch": 32},
+        },
+    )
+    done = cli(
+        "sample",
+        "--model",
+        tmp_path / "m.json",
+        "--sampler",
+        "ensemble:steps=1",
+        "--samples",
+        "4",
+        "--device",
+        "cpu",
+    )
+    assert done.code == 0, done.err
+    (tmp_path / "val").mkdir()
+    make_volume("v.h5", slices=2, size=(32, 32)).replace(tmp_path / "val" / "v.h5")
+    calibrated = cli(
+        "calibrate",
+        "--model",
+        tmp_path / "m.json",
+        "--uncertainty",
+        "ensemble",
+        "--samples",
+        "4",
+        "--data",
+        tmp_path / "val",
+        "--device",
+        "cpu",
+    )
+    assert calibrated.code == 0, calibrated.err
+    assert calibrated.json()["interval_scale"] > 0
+    out = tmp_path / "r.h5"
+    result = cli(
+        "reconstruct",
+        make_volume("t.h5", slices=2, size=(32, 32), seed=5),
+        "--model",
+        tmp_path / "m.json",
+        "--uncertainty",
+        "ensemble",
+        "--samples",
+        "4",
+        "--out",
+        out,
+    )
+    assert result.code == 0, result.err
+    metrics = result.json()["metrics"]
+    assert {"coverage", "spearman_std_error", "auroc_large_errors", "ause"} <= set(metrics) and metrics[
+        "calibrated"
+    ]
+    with h5py.File(out) as f:
+        for key in ("reconstruction", "std", "lower", "upper", "hallucination"):
+            assert f[key].shape == (2, 32, 32) and np.isfinite(f[key][()]).all()
+        assert (f["lower"][()] <= f["upper"][()]).all()
+    assert (
+        cli(
+            "reconstruct",
+            make_volume("u.h5"),
+            "--model",
+            tmp_path / "m.json",
+            "--uncertainty",
+            "psgld",
+            "--out",
+            tmp_path / "x.h5",
+        ).code
+        == 2
+    )  # no psgld samples stored
