@@ -179,36 +179,67 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
 
+    def attempt(
+        name: str,
+        model: Reconstructor,
+        opt: torch.optim.Optimizer,
+        steps: int,
+        structured: bool,
+        control=None,
+        after=None,
+    ) -> bool:
+        """Train and score one method; a divergence is recorded instead of ending the benchmark."""
+        try:
+            history, seconds = fit(name, model, opt, steps, control, after)
+        except FloatingPointError as exc:
+            results[name] = {"diverged": str(exc)}
+            print(f"  {name:10s} {exc}", flush=True)
+            return False
+        score(name, model, history, seconds, structured)
+        return True
+
     # dense Adam
     dense = supernet(widths, dense=True, seed=0, probe=probe, init=task.init)
-    history, seconds = fit(
-        "adam", dense, torch.optim.Adam(dense.parameters(), lr=args.adam_lr, foreach=True), args.steps
+    attempt(
+        "adam", dense, torch.optim.Adam(dense.parameters(), lr=args.adam_lr, foreach=True), args.steps, False
     )
-    score("adam", dense, history, seconds, structured=False)
     dense_ms = results["adam"]["inference_ms"]
 
-    # Bregman methods with λ control
-    for name in ("linbreg", "adabreg"):
+    # Bregman methods with λ control toward each target density (LinBreg at the first one)
+    targets = [float(t) for t in args.targets.split(",")]
+    for name, target in [("linbreg", targets[0])] + [("adabreg", t) for t in targets]:
         model = supernet(widths, dense=False, seed=0, probe=probe, init=task.init)
         if name == "linbreg":
-            opt = LinBreg(bregman_groups(model.net, args.linbreg_lam, args.linbreg_lr), momentum=0.9)
+            lam, opt = (
+                args.linbreg_lam,
+                LinBreg(bregman_groups(model.net, args.linbreg_lam, args.linbreg_lr), momentum=0.9),
+            )
         else:
-            opt = AdaBreg(bregman_groups(model.net, args.lam, args.adabreg_lr, gate_factor=10.0))
-        control = DensityController(opt, model.net, args.target, every=10)
-        history, seconds = fit(name, model, opt, args.steps, control)
-        score(name, model, history, seconds, structured=True)
-        results[name]["lam_final"] = (args.linbreg_lam if name == "linbreg" else args.lam) * control.scale
+            lam, opt = (
+                args.lam,
+                AdaBreg(bregman_groups(model.net, args.lam, args.adabreg_lr, gate_factor=10.0)),
+            )
+        control = DensityController(opt, model.net, target, every=10)
+        label = f"{name}@{target:g}"
+        if attempt(label, model, opt, args.steps, True, control):
+            results[label]["lam_final"] = lam * control.scale
 
-    # ProxSGD from the dense start, λ raised until the target density is reached
+    # ProxSGD from the dense start, λ raised until the first target density is reached
     model = supernet(widths, dense=True, seed=0, probe=probe, init=task.init)
     opt = ProxSGD(bregman_groups(model.net, args.proxsgd_lam, args.proxsgd_lr), momentum=0.9)
-    control = DensityController(opt, model.net, args.target, every=10)
-    history, seconds = fit("proxsgd", model, opt, args.steps, control)
-    score("proxsgd", model, history, seconds, structured=True)
+    attempt(
+        f"proxsgd@{targets[0]:g}",
+        model,
+        opt,
+        args.steps,
+        True,
+        DensityController(opt, model.net, targets[0], every=10),
+    )
 
-    # magnitude pruning of the dense network to LinBreg's density, then masked fine-tuning
+    # magnitude pruning of the dense network to AdaBreg's density, then masked fine-tuning
+    reference = results.get(f"adabreg@{targets[0]:g}", {}).get("density", targets[0])
     pruned = copy.deepcopy(dense)
-    masks = magnitude_prune(pruned.net, results["adabreg"]["density"])
+    masks = magnitude_prune(pruned.net, reference)
     opt = torch.optim.Adam(pruned.parameters(), lr=args.adam_lr / 3, foreach=True)
 
     def reapply(step: int) -> None:
@@ -216,13 +247,13 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             for name, module in pruned.net.convs.items():
                 module.weight.mul_(masks[name])
 
-    history, seconds = fit("magnitude", pruned, opt, max(1, int(args.finetune * args.steps)), after=reapply)
-    score("magnitude", pruned, history, seconds, structured=True)
+    attempt("magnitude", pruned, opt, max(1, int(args.finetune * args.steps)), True, after=reapply)
 
     for result in results.values():
-        result["flops_reduction"] = results["adam"]["flops"] / result["flops"]
-        result["inference_speedup"] = dense_ms / result["inference_ms"]
-        result["psnr_vs_adam"] = result["psnr"] - results["adam"]["psnr"]
+        if "psnr" in result:
+            result["flops_reduction"] = results["adam"]["flops"] / result["flops"]
+            result["inference_speedup"] = dense_ms / result["inference_ms"]
+            result["psnr_vs_adam"] = result["psnr"] - results["adam"]["psnr"]
     return {"task": task.config(), "methods": results}
 
 
@@ -233,7 +264,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--widths", default="24,48,96")
     parser.add_argument(
-        "--target", type=float, default=0.08, help="target weight density for the sparse methods"
+        "--targets", default="0.08,0.15", help="target weight densities of the sparse methods"
     )
     parser.add_argument("--lam", type=float, default=0.05, help="initial λ of AdaBreg")
     parser.add_argument(
@@ -242,7 +273,7 @@ def main() -> None:
     parser.add_argument("--adam-lr", dest="adam_lr", type=float, default=1e-3)
     parser.add_argument("--adabreg-lr", dest="adabreg_lr", type=float, default=1e-3)
     parser.add_argument("--linbreg-lr", dest="linbreg_lr", type=float, default=0.1)
-    parser.add_argument("--proxsgd-lr", dest="proxsgd_lr", type=float, default=0.02)
+    parser.add_argument("--proxsgd-lr", dest="proxsgd_lr", type=float, default=0.005)
     parser.add_argument("--proxsgd-lam", dest="proxsgd_lam", type=float, default=1e-3)
     parser.add_argument(
         "--finetune", type=float, default=0.2, help="fraction of steps to fine-tune after pruning"
@@ -259,7 +290,7 @@ def main() -> None:
     }
     print(
         f"super-network widths {widths}, {args.steps} steps of batch {args.batch}, "
-        f"target density {args.target}"
+        f"target densities {args.targets}"
     )
     probe = torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     steps_ms = step_times(widths, args.batch, probe)
@@ -282,6 +313,9 @@ def main() -> None:
             f"{'GFLOPs':>7} {'FLOP red.':>9} {'speedup':>8}"
         )
         for name, r in task_result["methods"].items():
+            if "psnr" not in r:
+                print(f"{name:10s} {r.get('diverged', 'failed')}")
+                continue
             print(
                 f"{name:10s} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['psnr_vs_adam']:+6.2f} {r['density']:8.3f} "
                 f"{r['active_channels']:4d}/{r['total_channels']:<4d} {r['flops'] / 1e9:7.2f} "

@@ -13,8 +13,9 @@ All four return :class:`recon.uncertainty.WeightSamples` (K stacked weight sets)
   masks, folded into the weights (dropping a channel = zeroing its row and bias; ReLU(m·z) = m·ReLU(z)
   for m ≥ 0, with the usual 1/(1-p) rescaling of kept channels).
 - ``ensemble``: ``K`` members fine-tuned for ``steps`` steps from the trained weights, each with its
-  own seed, data order and a perturbation of relative size ``perturbation`` (of each tensor's RMS). (Independent training
-  from scratch, the classical deep ensemble, is ``recon train`` with K seeds; too slow for a CPU.)
+  own seed, data order and a perturbation of relative size ``perturbation`` (of each tensor's
+  RMS). (Independent training from scratch, the classical deep ensemble, is ``recon train`` with K
+  seeds; too slow for a CPU.)
 """
 
 from __future__ import annotations
