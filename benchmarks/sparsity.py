@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from recon.datasets.training import PatchDataset, image_pool
-from recon.nets import GraphNet, channel_report, compact, flops, gated_unet
+from recon.nets import GLOBAL_RESIDUAL, GraphNet, channel_report, compact, flops, gated_unet
 from recon.reconstructors import Reconstructor
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
@@ -53,7 +53,14 @@ def supernet(
     if dense:
         sparse_init_(net, density=1.0, grouping="element", gate_value=1.0, generator=g)
     else:
-        sparse_init_(net, density=0.01, grouping="channel", keep_dense=("convs.head.",), generator=g)
+        sparse_init_(
+            net,
+            density=0.01,
+            grouping="channel",
+            keep_dense=("convs.head.",),
+            open_gates=(GLOBAL_RESIDUAL,),
+            generator=g,
+        )
     normalize_activations_(net, probe)
     return Reconstructor(net, init=init)
 

@@ -24,7 +24,7 @@ import torch
 from recon.datasets.training import PatchDataset, image_pool
 from recon.errors import InputError
 from recon.files import atomic_output
-from recon.nets import GraphNet, channel_report, compact, flops, save_graph, search_spaces
+from recon.nets import GLOBAL_RESIDUAL, GraphNet, channel_report, compact, flops, save_graph, search_spaces
 from recon.reconstructors import Reconstructor
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
@@ -79,6 +79,7 @@ def sparse_reconstructor(config: SearchConfig, task: Task, data: PatchDataset) -
         density=config.init_density,
         grouping="channel",
         keep_dense=("convs.head.",),
+        open_gates=(GLOBAL_RESIDUAL,),
         generator=generator,
     )
     sample = task.simulate(torch.stack([data[i] for i in range(8)]), generator)

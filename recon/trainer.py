@@ -37,7 +37,7 @@ from recon.datasets.training import PatchDataset, image_pool
 from recon.errors import InputError
 from recon.files import atomic_output
 from recon.modelio import network_description, save_model
-from recon.nets import GraphNet, channel_report, compact, flops
+from recon.nets import GLOBAL_RESIDUAL, GraphNet, channel_report, compact, flops
 from recon.reconstructors import Reconstructor
 from recon.registry import get_registry, plugin_host
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
@@ -222,6 +222,7 @@ class Trainer:
                 grouping="channel" if sparse else "element",
                 gate_value=0.0 if sparse else 1.0,
                 keep_dense=("convs.head.",),
+                open_gates=(GLOBAL_RESIDUAL,),
                 generator=generator,
             )
             sample = self.task.simulate(batch_at(self.data, 1, 8), torch.Generator().manual_seed(c.seed))

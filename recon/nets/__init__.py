@@ -2,9 +2,10 @@
 
 from recon.nets.compact import channel_report, compact
 from recon.nets.graph import GraphNet, flops, load_graph, save_graph
-from recon.nets.search_spaces import gated_autoencoder, gated_unet
+from recon.nets.search_spaces import GLOBAL_RESIDUAL, gated_autoencoder, gated_unet
 
 __all__ = [
+    "GLOBAL_RESIDUAL",
     "GraphNet",
     "channel_report",
     "compact",

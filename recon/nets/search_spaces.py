@@ -4,7 +4,8 @@
 output channels form prunable groups, with gated residual blocks (``h + g·conv(relu(conv(h)))``),
 gated encoder→decoder skips (concatenated, scaled by a gate) and a gated global residual
 (``output = head + g·input``). Gates start at ``gate_init`` (0: closed, the inverse-scale-space way:
-a connection opens when its gradient makes it worth its ℓ1 cost).
+a connection opens when its gradient makes it worth its ℓ1 cost); recon's sparse starts open the
+global residual (:data:`GLOBAL_RESIDUAL`), which stays ℓ1-regularised like every gate.
 
 :func:`gated_autoencoder`: encoder → latent (``latent`` channels, the searched code size) → decoder,
 with no skip around the latent; the decoder depends on the latent alone (images whose sides are
@@ -17,6 +18,9 @@ from typing import Any
 
 from recon.errors import InputError
 from recon.nets.graph import FORMAT
+
+GLOBAL_RESIDUAL = "gates.skip_input"
+"""Parameter name of :func:`gated_unet`'s global residual gate (sparse starts open it)."""
 
 
 class _Builder:

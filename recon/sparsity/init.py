@@ -33,16 +33,20 @@ def sparse_init_(
     gate_value: float = 0.0,
     generator: torch.Generator | None = None,
     keep_dense: tuple[str, ...] = (),
+    open_gates: tuple[str, ...] = (),
     min_groups: int = 1,
 ) -> nn.Module:
     """Initialise ``model`` in place; parameters whose name starts with an entry of ``keep_dense``
     get a dense He initialisation (e.g. the output layer). Every weight tensor keeps at least
-    ``min_groups`` groups, so that a signal path (and a gradient path) runs through every layer."""
+    ``min_groups`` groups, so that a signal path (and a gradient path) runs through every layer.
+    Gates named in ``open_gates`` start at 1 whatever ``gate_value`` is (e.g. a post-processing
+    network's global residual: it should learn the correction, not spend its first steps learning
+    the identity)."""
     if not 0 < density <= 1:
         raise InputError(f"density must be in (0, 1], got {density}")
     for name, p in model.named_parameters():
         if is_gate(name, p):
-            p.fill_(gate_value)
+            p.fill_(1.0 if name in open_gates else gate_value)
         elif p.dim() >= 2:
             fan_in = p[0].numel()
             std = math.sqrt(2.0 / fan_in)
@@ -80,7 +84,11 @@ def density(model: nn.Module, *, weights_only: bool = True) -> float:
 
 @torch.no_grad()
 def normalize_activations_(
-    model: nn.Module, probe: torch.Tensor, target: float = 1.0, last_target: float = 0.1
+    model: nn.Module,
+    probe: torch.Tensor,
+    target: float = 1.0,
+    last_target: float = 0.1,
+    max_gain: float = 1.0,
 ) -> nn.Module:
     """Layer-sequential unit-variance rescaling (Mishkin & Matas, "All you need is a good init", 2016).
 
@@ -90,6 +98,12 @@ def normalize_activations_(
     connections rather than with unit-variance noise on its output). A sparse start needs this: with
     whole channels switched off, the live fan-in of a layer is unknown beforehand, and a fixed 1/r
     variance scaling would make the signal explode or vanish through a deep, thin path.
+
+    A layer's gain is capped at ``max_gain`` (default 1: weights are only ever shrunk; the 1/r
+    variance of :func:`sparse_init_` already makes up for the missing fan-in). In a sparse start a
+    live row often reads only constant inputs (switched-off channels pass ReLU(bias)), so its output
+    varies only at the zero-padded border and its measured std is tiny; scaling it up by 1/std gave
+    weights of 10⁸ that blew the loss up by 10⁷ as soon as training switched a real input on.
     """
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for index, layer in enumerate(layers):
@@ -100,7 +114,8 @@ def normalize_activations_(
         bias = layer.bias.view(1, -1, *([1] * (out.dim() - 2))) if layer.bias is not None else 0
         std = float((out - bias).transpose(0, 1)[rows].std())
         if std > 0 and torch.isfinite(torch.tensor(std)):
-            layer.weight.mul_((last_target if index == len(layers) - 1 else target) / std)
+            wanted = last_target if index == len(layers) - 1 else target
+            layer.weight.mul_(min(wanted / std, max_gain))
     return model
 
 
