@@ -135,7 +135,7 @@ def uncertainty_maps(
             **image_metrics(arrays["mean"], truth),
             "coverage": coverage_metric(arrays["lower"], arrays["upper"], truth),
             "spearman_std_error": spearman(arrays["std"], error),
-            "auroc_large_errors": auroc(arrays["std"], error > np.quantile(error, 0.95)),
+            "auroc_large_errors": auroc(arrays["std"], error >= np.quantile(error, 0.95)),
             "ause": ause(arrays["std"], error),
             "calibrated": scale is not None,
         }
@@ -327,6 +327,8 @@ def sample_model(
         device=device,
         progress=progress,
     )
+    if not all(bool(torch.isfinite(t).all()) for t in samples.tensors.values()):
+        raise InputError(f"sampler {name!r} diverged (non-finite weights): use a smaller step size")
     path = out if out is not None else samples_path(model_name, name)
     save_samples(samples, path)
     return path, samples

@@ -98,9 +98,14 @@ _MRI = {**_COMMON, "task": "mri", "init": "adjoint", "dc": "replace", "patch": 9
 _IMAGE = {**_COMMON, "init": "measurement", "patch": 64}
 RECIPES: dict[str, dict[str, Any]] = {
     "mri-4x": {**_MRI, "task_params": {"acceleration": 4.0, "center_fraction": 0.08}},
-    "mri-8x": {**_MRI, "task_params": {"acceleration": 8.0, "center_fraction": 0.04}},
-    "deblur-gauss": {**_IMAGE, "task": "deblur", "task_params": {"blur_sigma": 2.0, "sigma": 0.01}},
-    "denoise-gauss": {**_IMAGE, "task": "denoise", "task_params": {"sigma": 0.1}},
+    "mri-8x": {**_MRI, "steps": 2000, "task_params": {"acceleration": 8.0, "center_fraction": 0.04}},
+    "deblur-gauss": {
+        **_IMAGE,
+        "task": "deblur",
+        "steps": 2000,
+        "task_params": {"blur_sigma": 2.0, "sigma": 0.01},
+    },
+    "denoise-gauss": {**_IMAGE, "task": "denoise", "steps": 2000, "task_params": {"sigma": 0.1}},
 }
 
 

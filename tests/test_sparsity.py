@@ -242,7 +242,30 @@ def test_param_groups_and_sparse_init():
         assert bool(((w != 0).all(1) | (w == 0).all(1)).all())
     big = nn.Linear(2000, 200)
     sparse_init_(big, density=0.05, grouping="element", generator=g)
-    assert float(big.weight.var()) == pytest.approx(2 / 2000, rel=0.1)  # He variance kept on average
+    assert float(big.weight.detach().var()) == pytest.approx(2 / 2000, rel=0.1)  # He variance on average
+
+
+def test_sparse_start_opens_named_gates_and_activation_scaling_never_amplifies():
+    """A row reading only switched-off channels (constant ReLU(bias)) has a tiny output std; scaling it
+    to unit variance made weights of 1e8 that exploded once an input switched on."""
+    from recon.nets import GLOBAL_RESIDUAL, GraphNet, gated_unet
+    from recon.sparsity.init import normalize_activations_
+
+    net = GraphNet(gated_unet(widths=(8, 16, 32), blocks=1))
+    g = torch.Generator().manual_seed(3)
+    sparse_init_(net, density=0.01, grouping="channel", open_gates=(GLOBAL_RESIDUAL,), generator=g)
+    gates = dict(net.named_parameters())
+    assert float(gates[GLOBAL_RESIDUAL].detach()) == 1.0
+    assert all(
+        float(p.detach()) == 0 for n, p in gates.items() if n.startswith("gates.") and n != GLOBAL_RESIDUAL
+    )
+    before = {n: m.weight.detach().abs().max().item() for n, m in net.convs.items()}
+    probe = torch.rand(4, 1, 32, 32, generator=g)
+    normalize_activations_(net, probe)
+    after = {n: m.weight.detach().abs().max().item() for n, m in net.convs.items()}
+    assert all(after[n] <= before[n] * (1 + 1e-6) for n in before)
+    with torch.no_grad():
+        assert float(net(probe).abs().max()) < 100
 
 
 def test_regularizer_registry_and_validation():
