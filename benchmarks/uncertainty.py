@@ -79,7 +79,7 @@ def recon_sampler(
     weights = load_samples(samples_path(model_path, sampler), model).subset(k)
     rows, ratios = [], []
     for problem in problems:
-        arrays, metrics, seconds = uncertainty_maps(problem, model, weights, COVERAGE)
+        _, metrics, seconds = uncertainty_maps(problem, model, weights, COVERAGE)
         one = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -133,6 +133,10 @@ def ula_peer(problems: list[Problem], iterations: int, seed: int) -> dict[str, A
         truth = problem.truth[:, 0].numpy() * problem.scale
         rows.append((scores(magnitude, std, magnitude - Z90 * std, magnitude + Z90 * std, truth), len(truth)))
     return {**weighted(rows), "seconds": seconds}
+
+
+def rounded(row: dict[str, float]) -> str:
+    return json.dumps({k: round(v, 3) for k, v in row.items()})
 
 
 def main() -> None:
