@@ -113,10 +113,10 @@ def ula_peer(problems: list[Problem], iterations: int, seed: int) -> dict[str, A
         y2 = torch.view_as_real(problem.y[:, 0]).permute(0, 3, 1, 2).contiguous()
         sampler = dinv.sampling.ULA(
             prior=dinv.optim.ScorePrior(dinv.models.TVDenoiser(n_it_max=20)),
-            data_fidelity=dinv.optim.data_fidelity.L2(sigma=0.02),
-            step_size=0.9 * 0.02**2,
+            data_fidelity=dinv.optim.data_fidelity.L2(sigma=0.05),
+            step_size=1e-3,  # below 1/L, L = 1/0.05² (likelihood) + 1/0.05² (score of the TV denoiser)
             sigma=0.05,
-            alpha=0.02,
+            alpha=1.0,
             max_iter=iterations,
             thinning=5,
             burnin_ratio=0.3,
@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
     parser.add_argument("--samples", type=int, default=16)
-    parser.add_argument("--ula-iterations", dest="ula_iterations", type=int, default=1000)
+    parser.add_argument("--ula-iterations", dest="ula_iterations", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
     args = parser.parse_args()
