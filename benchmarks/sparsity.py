@@ -7,7 +7,7 @@ slices, scikit-image photographs, phantoms) for the same number of steps, and is
 images (the MR test subjects and the camera / astronaut photographs, whole images):
 
 - **adam**: dense network (all gates open), ``torch.optim.Adam`` (foreach);
-- **magnitude**: the trained dense network, globally magnitude-pruned to the density LinBreg reached,
+- **magnitude**: the trained dense network, layer-wise magnitude-pruned to the density AdaBreg reached,
   then fine-tuned with the mask fixed for ``--finetune`` of the steps (so it trains a little longer);
 - **proxsgd**: proximal SGD from the dense start, same regularizers, λ controlled to the target density;
 - **linbreg** / **adabreg**: sparse start (1% of channels, gates closed), group ℓ1,2 on channels and
@@ -73,16 +73,24 @@ def bregman_groups(net: GraphNet, lam: float, lr: float, gate_factor: float = 1.
 
 
 def magnitude_prune(net: GraphNet, target: float) -> dict[str, torch.Tensor]:
-    """Zero the smallest weights (global magnitude over all conv weights) down to ``target`` density."""
-    weights = [m.weight for m in net.convs.values()]
-    magnitudes = torch.cat([w.detach().abs().flatten() for w in weights])
-    keep = max(1, round(target * magnitudes.numel()))
-    threshold = torch.topk(magnitudes, keep).values[-1]
+    """Layer-wise magnitude pruning (Zhu & Gupta 2017): every convolution but the output head keeps
+    its largest-magnitude weights, the same fraction in each layer, so that the whole network has
+    ``target`` density. (Global pruning over all layers at once removed entire thin layers, the
+    head among them, and left a network that only passed its input through the global residual.)"""
+    head = net.convs["head"].weight.numel()
+    total = sum(m.weight.numel() for m in net.convs.values())
+    fraction = min(1.0, max(0.0, (target * total - head) / (total - head)))
     masks = {}
     with torch.no_grad():
         for name, module in net.convs.items():
-            masks[name] = (module.weight.abs() >= threshold).to(module.weight.dtype)
-            module.weight.mul_(masks[name])
+            w = module.weight
+            if name == "head":
+                masks[name] = torch.ones_like(w)
+                continue
+            keep = max(1, round(fraction * w.numel()))
+            threshold = torch.topk(w.abs().flatten(), keep).values[-1]
+            masks[name] = (w.abs() >= threshold).to(w.dtype)
+            w.mul_(masks[name])
     return masks
 
 

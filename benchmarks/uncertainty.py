@@ -32,6 +32,7 @@ import torch
 
 from recon.datasets.readers import read_scan
 from recon.datasets.training import packaged_mr_root
+from recon.errors import InputError
 from recon.metrics import auroc, ause, coverage, image_metrics, spearman
 from recon.modelio import bundled_models, load_model
 from recon.pipeline import calibrate_model, sample_model, uncertainty_maps
@@ -42,7 +43,7 @@ SETTINGS = {
     "mri-4x": {"acceleration": 4.0, "center_fraction": 0.08},
     "mri-8x": {"acceleration": 8.0, "center_fraction": 0.04},
 }
-SAMPLERS = ("psgld", "baoab", "mc-dropout", "ensemble")
+SAMPLERS = ("psgld", "baoab:step=1e-5", "mc-dropout", "ensemble")
 COVERAGE = 0.9
 Z90 = 1.6448536269514722  # two-sided 90% Gaussian interval
 
@@ -68,11 +69,13 @@ def weighted(rows: list[tuple[dict[str, float], int]]) -> dict[str, float]:
     return {k: float(np.average([r[k] for r, _ in rows], weights=weights)) for k in rows[0][0]}
 
 
-def recon_sampler(
-    model_path: Path, sampler: str, problems: list[Problem], k: int, seed: int
-) -> dict[str, Any]:
+def recon_sampler(model_path: Path, spec: str, problems: list[Problem], k: int, seed: int) -> dict[str, Any]:
+    sampler = spec.split(":")[0]
     start = time.perf_counter()
-    sample_model(model_path, sampler, k, seed=seed, progress=False)
+    try:
+        sample_model(model_path, spec, k, seed=seed, progress=False)
+    except InputError as exc:  # a diverged chain is a result, not the end of the benchmark
+        return {"failed": str(exc)}
     sampling = time.perf_counter() - start
     factor = calibrate_model(model_path, sampler, coverage=COVERAGE, samples=k)
     model = load_model(model_path)[0]
@@ -136,7 +139,7 @@ def ula_peer(problems: list[Problem], iterations: int, seed: int) -> dict[str, A
 
 
 def rounded(row: dict[str, float]) -> str:
-    return json.dumps({k: round(v, 3) for k, v in row.items()})
+    return json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
 
 
 def main() -> None:
@@ -181,6 +184,9 @@ def main() -> None:
     for name, rows in out["settings"].items():
         print(f"{name}\n{header}")
         for method, r in rows.items():
+            if "failed" in r:
+                print(f"{method:18s} {r['failed']}")
+                continue
             ratio = f"{r['time_vs_one']:6.1f}" if "time_vs_one" in r else "     —"
             print(
                 f"{method:18s} {r['psnr']:6.2f} {r['coverage']:7.3f} {r['spearman']:8.3f} "
