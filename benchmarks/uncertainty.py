@@ -43,7 +43,7 @@ SETTINGS = {
     "mri-4x": {"acceleration": 4.0, "center_fraction": 0.08},
     "mri-8x": {"acceleration": 8.0, "center_fraction": 0.04},
 }
-SAMPLERS = ("psgld", "baoab:step=1e-5", "mc-dropout", "ensemble")
+SAMPLERS = ("psgld", "baoab", "mc-dropout", "ensemble")
 COVERAGE = 0.9
 Z90 = 1.6448536269514722  # two-sided 90% Gaussian interval
 

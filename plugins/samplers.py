@@ -164,7 +164,7 @@ class BAOAB(LangevinSampler):
 
     def __init__(
         self,
-        step: float = 1e-4,
+        step: float = 1e-5,
         burn_in: int = 100,
         thin: int = 10,
         temperature: float = 1.0,
@@ -315,7 +315,7 @@ def psgld(
 
 
 def baoab(
-    step: float = 1e-4,
+    step: float = 1e-5,
     burn_in: int = 100,
     thin: int = 10,
     temperature: float = 1.0,
