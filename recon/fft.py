@@ -72,8 +72,8 @@ class MaskedFFT:
     So the forward map is ``swap(fft2(z)) ⊙ (post·M)`` and the adjoint ``ifft2(swap(conj(post·M) ⊙
     k))``, and each swap is fused with the masked product: four quadrant products that read one
     quadrant and write the opposite one. One elementwise pass per transform instead of two (the
-    passes are memory-bound on CPU: this is what brings the pair near the bare FFT floor). The FFT's
-    own output goes into a per-thread workspace (fresh 10 MB allocations cost as much as a product).
+    passes are memory-bound on CPU, so this halves what recon adds to the bare FFTs). The FFT's own
+    output goes into a per-thread workspace (fresh 10 MB allocations cost as much as a product).
     Odd sizes, and calls under autograd, use the plain two-product form.
     (Transforming only the sampled phase-encode columns was tried and was no faster on CPU: the
     strided gather and scatter cost what the skipped column FFTs save.)

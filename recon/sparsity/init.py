@@ -102,8 +102,8 @@ def normalize_activations_(
     A layer's gain is capped at ``max_gain`` (default 1: weights are only ever shrunk; the 1/r
     variance of :func:`sparse_init_` already makes up for the missing fan-in). In a sparse start a
     live row often reads only constant inputs (switched-off channels pass ReLU(bias)), so its output
-    varies only at the zero-padded border and its measured std is tiny; scaling it up by 1/std gave
-    weights of 10⁸ that blew the loss up by 10⁷ as soon as training switched a real input on.
+    is nearly constant and its measured std tiny; scaling it up by 1/std gave weights of 10⁸ that
+    blew the loss up by 10⁷ as soon as training switched a real input on.
     """
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     for index, layer in enumerate(layers):
