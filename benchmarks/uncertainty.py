@@ -33,6 +33,7 @@ import torch
 from recon.datasets.readers import read_scan
 from recon.datasets.training import packaged_mr_root
 from recon.errors import InputError
+from recon.layout import to_channel_pair
 from recon.metrics import auroc, ause, coverage, image_metrics, spearman
 from recon.modelio import bundled_models, load_model
 from recon.pipeline import calibrate_model, sample_model, uncertainty_maps
@@ -46,6 +47,14 @@ SETTINGS = {
 SAMPLERS = ("psgld", "baoab", "mc-dropout", "ensemble")
 COVERAGE = 0.9
 Z90 = 1.6448536269514722  # two-sided 90% Gaussian interval
+PIPELINE_METRICS = {  # this table's names → the keys of recon.pipeline.uncertainty_maps' metrics
+    "psnr": "psnr",
+    "ssim": "ssim",
+    "coverage": "coverage",
+    "spearman": "spearman_std_error",
+    "ause": "ause",
+    "auroc": "auroc_large_errors",
+}
 
 
 def test_problems(params: dict[str, float]) -> list[Problem]:
@@ -89,18 +98,7 @@ def recon_sampler(model_path: Path, spec: str, problems: list[Problem], k: int, 
             reconstruct(problem, "learned", operator="mri", model=model)
             one.append(time.perf_counter() - t0)
         ratios.append(seconds / min(one))
-        rows.append(
-            (
-                {k_: metrics[k_] for k_ in ("psnr", "ssim")}
-                | {
-                    "coverage": metrics["coverage"],
-                    "spearman": metrics["spearman_std_error"],
-                    "ause": metrics["ause"],
-                    "auroc": metrics["auroc_large_errors"],
-                },
-                problem.y.shape[0],
-            )
-        )
+        rows.append(({name: metrics[key] for name, key in PIPELINE_METRICS.items()}, problem.y.shape[0]))
     return {
         **weighted(rows),
         "conformal_factor": factor,
@@ -113,7 +111,7 @@ def ula_peer(problems: list[Problem], iterations: int, seed: int) -> dict[str, A
     """deepinv ULA on the image (2-channel real layout), TV score prior, Gaussian intervals."""
     rows, seconds = [], 0.0
     for problem in problems:
-        y2 = torch.view_as_real(problem.y[:, 0]).permute(0, 3, 1, 2).contiguous()
+        y2 = to_channel_pair(problem.y).contiguous()
         sampler = dinv.sampling.ULA(
             prior=dinv.optim.ScorePrior(dinv.models.TVDenoiser(n_it_max=20)),
             data_fidelity=dinv.optim.data_fidelity.L2(sigma=0.05),
