@@ -9,7 +9,9 @@ split (``recon calibrate``), and is scored on the test split (subjects never use
 calibration): empirical coverage of the 90% intervals (target 0.85–0.95), Spearman(std, |error|)
 (target ≥ 0.5), AUSE (lower is better), AUROC for localising the pixels whose error is above the
 volume's 95th percentile (target ≥ 0.85), PSNR of the posterior mean, and the time of the K-sample
-maps relative to one reconstruction of the same slices (target ≤ 8× for K = 16).
+maps relative to one reconstruction of the same slices (target ≤ 8× for K = 16). Each sampler runs
+twice: over every weight (``layers=0``) and over the last ``N`` layers only (subnetwork inference,
+``--layers``), whose shared trunk ``vmap`` evaluates once.
 
 Peer: deepinv's ``ULA`` (unadjusted Langevin on the image, ``ScorePrior`` around deepinv's
 ``TVDenoiser``, L2 data fidelity) on the same measurements; its intervals are Gaussian
@@ -144,6 +146,11 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
     parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument(
+        "--layers",
+        default="0,3",
+        help="sample every weight (0) and/or only the last N layers, comma-separated",
+    )
     parser.add_argument("--ula-iterations", dest="ula_iterations", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
@@ -164,28 +171,31 @@ def main() -> None:
         problems = test_problems(SETTINGS[name])
         print(f"{name}: model {model_path}, {sum(p.y.shape[0] for p in problems)} test slices", flush=True)
         rows: dict[str, Any] = {}
-        for sampler in args.samplers.split(","):
-            rows[sampler] = recon_sampler(model_path, sampler, problems, args.samples, args.seed)
-            print(
-                f"  {sampler:11s} {json.dumps({k: round(v, 3) for k, v in rows[sampler].items()})}",
-                flush=True,
-            )
+        for layers in (int(n) for n in args.layers.split(",")):
+            for sampler in args.samplers.split(","):
+                label, spec = (
+                    (sampler, sampler)
+                    if not layers
+                    else (f"{sampler} last {layers}", f"{sampler}:layers={layers}")
+                )
+                rows[label] = recon_sampler(model_path, spec, problems, args.samples, args.seed)
+                print(f"  {label:18s} {rounded(rows[label])}", flush=True)
         rows["deepinv ULA (TV)"] = ula_peer(problems, args.ula_iterations, args.seed)
-        print(f"  ULA         {json.dumps({k: round(v, 3) for k, v in rows['deepinv ULA (TV)'].items()})}")
+        print(f"  {'ULA':18s} {rounded(rows['deepinv ULA (TV)'])}")
         out["settings"][name] = rows
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
     print()
-    header = f"{'method':18s} {'PSNR':>6} {'cover90':>7} {'Spearman':>8} {'AUSE':>6} {'AUROC':>6} {'×one':>6}"
+    header = f"{'method':22s} {'PSNR':>6} {'cover90':>7} {'Spearman':>8} {'AUSE':>6} {'AUROC':>6} {'×one':>6}"
     for name, rows in out["settings"].items():
         print(f"{name}\n{header}")
         for method, r in rows.items():
             if "failed" in r:
-                print(f"{method:18s} {r['failed']}")
+                print(f"{method:22s} {r['failed']}")
                 continue
             ratio = f"{r['time_vs_one']:6.1f}" if "time_vs_one" in r else "     —"
             print(
-                f"{method:18s} {r['psnr']:6.2f} {r['coverage']:7.3f} {r['spearman']:8.3f} "
+                f"{method:22s} {r['psnr']:6.2f} {r['coverage']:7.3f} {r['spearman']:8.3f} "
                 f"{r['ause']:6.3f} {r['auroc']:6.3f} {ratio}"
             )
 

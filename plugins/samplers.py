@@ -16,6 +16,11 @@ All four return :class:`recon.uncertainty.WeightSamples` (K stacked weight sets)
   own seed, data order and a perturbation of relative size ``perturbation`` (of each tensor's
   RMS). (Independent training from scratch, the classical deep ensemble, is ``recon train`` with K
   seeds; too slow for a CPU.)
+
+Every sampler takes ``layers``: ``0`` samples every weight; ``N`` samples only the network's last ``N``
+layers (subnetwork inference, Daxberger et al. 2021; last-layer Bayesian nets), the rest stays at the
+trained weights. The samples then store only those layers, and inference computes the shared earlier
+layers once for all ``K`` samples (see ``recon.uncertainty.samples``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from recon.nets import GraphNet
 from recon.reconstructors import Reconstructor
 from recon.tasks import Task
 from recon.train import batch_at
-from recon.uncertainty import WeightSamples, stack_parameters
+from recon.uncertainty import WeightSamples, stack_parameters, subnetwork_parameters
 from recon.uncertainty.langevin import baoab as baoab_chain
 from recon.uncertainty.langevin import psgld as psgld_chain
 
@@ -42,6 +47,17 @@ def _per_sample_sse(prediction: Tensor, target: Tensor) -> Tensor:
     if diff.is_complex():
         diff = torch.view_as_real(diff)
     return diff.pow(2).flatten(1).sum(1)
+
+
+def _sampled(model: Reconstructor, layers: int) -> dict[str, nn.Parameter]:
+    """The parameters a sampler moves (the last ``layers`` layers; all for 0); the others are frozen."""
+    names = set(subnetwork_parameters(model.net, layers))
+    chosen = {}
+    for name, p in model.net.named_parameters():
+        p.requires_grad_(name in names)
+        if name in names:
+            chosen[name] = p
+    return chosen
 
 
 class _Stream:
@@ -71,17 +87,17 @@ class LangevinSampler:
         data_size: float,
         prior_std: float,
         batch: int,
+        layers: int,
     ):
         if data_size <= 0 or prior_std <= 0 or batch < 1:
             raise InputError("data_size and prior_std must be positive and batch at least 1")
         self.step, self.burn_in, self.thin, self.temperature = step, burn_in, thin, temperature
-        self.data_size, self.prior_std, self.batch = data_size, prior_std, batch
+        self.data_size, self.prior_std, self.batch, self.layers = data_size, prior_std, batch, layers
 
     def settings(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
-    def _gradient(self, model: Reconstructor, stream: _Stream, noise_var: float):
-        params = [p for p in model.net.parameters()]
+    def _gradient(self, model: Reconstructor, stream: _Stream, noise_var: float, params: list[Tensor]):
 
         def grad(theta: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
             sample = stream()
@@ -92,7 +108,7 @@ class LangevinSampler:
             g_u = [self.data_size * g + t / self.prior_std**2 for g, t in zip(grads, theta, strict=True)]
             return g_u, g_bar
 
-        return params, grad
+        return grad
 
     def run(
         self,
@@ -110,9 +126,11 @@ class LangevinSampler:
         with torch.no_grad():
             errors = [task.loss(model(s.y, s.physics), s.target) for s in (stream() for _ in range(4))]
         noise_var = float(torch.stack(errors).mean())
-        params, grad = self._gradient(model, stream, noise_var)
+        sampled = _sampled(model, self.layers)
+        params = list(sampled.values())
+        grad = self._gradient(model, stream, noise_var, params)
         states = self._chain(params, grad, count, generator, progress)
-        names = [n for n, _ in model.net.named_parameters()]
+        names = list(sampled)
         settings = {**self.settings(), "noise_var": noise_var}
         return WeightSamples(
             stack_parameters([dict(zip(names, s, strict=True)) for s in states]), self.name, settings
@@ -132,6 +150,7 @@ class PSGLD(LangevinSampler):
         prior_std: float = 1.0,
         batch: int = 4,
         alpha: float = 0.99,
+        layers: int = 0,
     ):
         super().__init__(
             step=2 * lr / data_size,
@@ -141,6 +160,7 @@ class PSGLD(LangevinSampler):
             data_size=data_size,
             prior_std=prior_std,
             batch=batch,
+            layers=layers,
         )
         self.alpha = alpha
 
@@ -172,6 +192,7 @@ class BAOAB(LangevinSampler):
         prior_std: float = 1.0,
         batch: int = 4,
         friction: float = 10.0,
+        layers: int = 0,
     ):
         super().__init__(
             step=step,
@@ -181,6 +202,7 @@ class BAOAB(LangevinSampler):
             data_size=data_size,
             prior_std=prior_std,
             batch=batch,
+            layers=layers,
         )
         self.friction = friction
 
@@ -200,9 +222,15 @@ class BAOAB(LangevinSampler):
 
 
 def _fine_tune(
-    model: Reconstructor, task: Task, stream: _Stream, steps: int, lr: float, params_for_step=None
+    model: Reconstructor,
+    task: Task,
+    stream: _Stream,
+    steps: int,
+    lr: float,
+    params: list[Tensor],
+    params_for_step=None,
 ) -> None:
-    optimizer = torch.optim.Adam(model.net.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
         sample = stream()
         prediction = model(sample.y, sample.physics) if params_for_step is None else params_for_step(sample)
@@ -215,21 +243,18 @@ def _fine_tune(
 class MCDropout:
     name = "mc-dropout"
 
-    def __init__(self, p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4):
+    def __init__(self, p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4, layers: int = 0):
         if not 0 < p < 1:
             raise InputError(f"dropout rate must be in (0, 1), got {p}")
-        self.p, self.steps, self.lr, self.batch = p, steps, lr, batch
+        self.p, self.steps, self.lr, self.batch, self.layers = p, steps, lr, batch, layers
 
-    def _masked(self, net: nn.Module, generator: torch.Generator) -> dict[str, Tensor]:
+    def _masked(self, net: GraphNet, names: list[str], generator: torch.Generator) -> dict[str, Tensor]:
+        """The sampled parameters with a fresh channel-dropout mask folded in (output convs exempt)."""
         params = dict(net.named_parameters())
-        fixed = (
-            set((net.spec.get("meta", {}) or {}).get("fixed", ["head"]))
-            if isinstance(net, GraphNet)
-            else set()
-        )
-        out = dict(params)
-        for name, conv in getattr(net, "convs", {}).items():
-            if name in fixed:
+        fixed = set((net.spec.get("meta", {}) or {}).get("fixed", ["head"]))
+        out = {name: params[name] for name in names}
+        for name, conv in net.convs.items():
+            if name in fixed or f"convs.{name}.weight" not in out:
                 continue
             keep = (torch.rand(conv.out_channels, generator=generator) >= self.p).to(conv.weight.dtype)
             scale = (keep / (1 - self.p)).to(conv.weight.device)
@@ -251,20 +276,25 @@ class MCDropout:
         if not isinstance(model.net, GraphNet):
             raise InputError("MC dropout needs a GraphNet (channel masks are folded into its weights)")
         model = copy.deepcopy(model).to(device).train()
+        sampled = _sampled(model, self.layers)
+        fixed = set((model.net.spec.get("meta", {}) or {}).get("fixed", ["head"]))
+        if all(f"convs.{name}.weight" not in sampled for name in model.net.convs if name not in fixed):
+            raise InputError(f"no layer to drop out among the last {self.layers} (output layers are exempt)")
         stream = _Stream(task, data, self.batch, generator, device)
+        weights = dict(model.net.named_parameters())
         buffers = dict(model.net.named_buffers())
 
         def dropped(sample):
-            weights = self._masked(model.net, generator)
-            net = lambda x: functional_call(model.net, (weights, buffers), (x,))  # noqa: E731
+            masked = {**weights, **self._masked(model.net, list(sampled), generator)}
+            net = lambda x: functional_call(model.net, (masked, buffers), (x,))  # noqa: E731
             x0, scale = model.start(sample.y, sample.physics)
             y = sample.y / scale
             return model.consistency(model.body(net, x0, y, sample.physics), y, sample.physics) * scale
 
-        _fine_tune(model, task, stream, self.steps, self.lr, dropped)
+        _fine_tune(model, task, stream, self.steps, self.lr, list(sampled.values()), dropped)
         with torch.no_grad():
             states = [
-                {k: v.detach().clone() for k, v in self._masked(model.net, generator).items()}
+                {k: v.detach().clone() for k, v in self._masked(model.net, list(sampled), generator).items()}
                 for _ in range(count)
             ]
         return WeightSamples(stack_parameters(states), self.name, dict(vars(self)))
@@ -273,8 +303,11 @@ class MCDropout:
 class Ensemble:
     name = "ensemble"
 
-    def __init__(self, steps: int = 100, lr: float = 2e-4, perturbation: float = 0.05, batch: int = 4):
-        self.steps, self.lr, self.perturbation, self.batch = steps, lr, perturbation, batch
+    def __init__(
+        self, steps: int = 100, lr: float = 2e-4, perturbation: float = 0.05, batch: int = 4, layers: int = 0
+    ):
+        self.steps, self.lr, self.perturbation = steps, lr, perturbation
+        self.batch, self.layers = batch, layers
 
     def run(
         self,
@@ -290,14 +323,15 @@ class Ensemble:
         states = []
         for member in range(count):
             copy_ = copy.deepcopy(model).to(device).train()
+            sampled = _sampled(copy_, self.layers)
             with torch.no_grad():
-                for p in copy_.net.parameters():
+                for p in sampled.values():
                     noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
                     p.add_(noise * self.perturbation * p.detach().pow(2).mean().sqrt())  # relative to the RMS
             stream = _Stream(task, data, self.batch, torch.Generator().manual_seed(int(member) + 7), device)
             stream.step = member * self.steps
-            _fine_tune(copy_, task, stream, self.steps, self.lr)
-            states.append({k: v.detach().clone() for k, v in copy_.net.named_parameters()})
+            _fine_tune(copy_, task, stream, self.steps, self.lr, list(sampled.values()))
+            states.append({k: v.detach().clone() for k, v in sampled.items()})
         return WeightSamples(stack_parameters(states), self.name, dict(vars(self)))
 
 
@@ -309,9 +343,10 @@ def psgld(
     data_size: float = 64.0,
     prior_std: float = 1.0,
     batch: int = 4,
+    layers: int = 0,
 ) -> PSGLD:
-    """Preconditioned SGLD on the network weights (Li et al. 2016)."""
-    return PSGLD(lr, burn_in, thin, temperature, data_size, prior_std, batch)
+    """Preconditioned SGLD on the network weights (Li et al. 2016); ``layers``: sample only the last N."""
+    return PSGLD(lr, burn_in, thin, temperature, data_size, prior_std, batch, layers=layers)
 
 
 def baoab(
@@ -323,16 +358,22 @@ def baoab(
     prior_std: float = 1.0,
     batch: int = 4,
     friction: float = 10.0,
+    layers: int = 0,
 ) -> BAOAB:
-    """Underdamped Langevin (BAOAB splitting) on the network weights."""
-    return BAOAB(step, burn_in, thin, temperature, data_size, prior_std, batch, friction)
+    """Underdamped Langevin (BAOAB splitting) on the network weights; ``layers``: only the last N."""
+    return BAOAB(step, burn_in, thin, temperature, data_size, prior_std, batch, friction, layers)
 
 
-def mc_dropout(p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4) -> MCDropout:
-    """Channel dropout, fine-tuned then sampled (Gal & Ghahramani 2016)."""
-    return MCDropout(p, steps, lr, batch)
+def mc_dropout(
+    p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4, layers: int = 0
+) -> MCDropout:
+    """Channel dropout, fine-tuned then sampled (Gal & Ghahramani 2016); ``layers``: only the last N."""
+    return MCDropout(p, steps, lr, batch, layers)
 
 
-def ensemble(steps: int = 100, lr: float = 2e-4, perturbation: float = 0.05, batch: int = 4) -> Ensemble:
-    """Fine-tuned ensemble: members from perturbed copies of the trained weights."""
-    return Ensemble(steps, lr, perturbation, batch)
+def ensemble(
+    steps: int = 100, lr: float = 2e-4, perturbation: float = 0.05, batch: int = 4, layers: int = 0
+) -> Ensemble:
+    """Fine-tuned ensemble from perturbed copies of the trained weights; ``layers``: only the last N
+    (a multi-head ensemble on a shared trunk)."""
+    return Ensemble(steps, lr, perturbation, batch, layers)

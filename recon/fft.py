@@ -74,7 +74,7 @@ class MaskedFFT:
     quadrant and write the opposite one. One elementwise pass per transform instead of two (the
     passes are memory-bound on CPU, so this halves what recon adds to the bare FFTs). The FFT's own
     output goes into a per-thread workspace (fresh 10 MB allocations cost as much as a product).
-    Odd sizes, and calls under autograd, use the plain two-product form.
+    Odd sizes, and calls under autograd or ``vmap``, use the plain two-product form.
     (Transforming only the sampled phase-encode columns was tried and was no faster on CPU: the
     strided gather and scatter cost what the skipped column FFTs save.)
     """
@@ -102,7 +102,12 @@ class MaskedFFT:
         return buffer
 
     def _plain(self, t: Tensor) -> bool:
-        return not self.even or (torch.is_grad_enabled() and t.requires_grad)
+        """Odd sizes, autograd and ``torch.func`` transforms (``vmap`` has no rule for ``out=``)."""
+        return (
+            not self.even
+            or (torch.is_grad_enabled() and t.requires_grad)
+            or torch._C._functorch.is_functorch_wrapped_tensor(t)
+        )
 
     @staticmethod
     def _swap_product(t: Tensor, factor: Tensor, out: Tensor, before: bool) -> Tensor:

@@ -21,6 +21,7 @@ from recon.uncertainty import (
     predict_samples,
     save_samples,
     stack_parameters,
+    subnetwork_parameters,
 )
 from recon.uncertainty.langevin import baoab, psgld
 
@@ -123,20 +124,40 @@ def _tiny_model(channels=2, init="adjoint", dc="replace"):
     return Reconstructor(net, init=init, dc=dc)
 
 
-def _perturbed_samples(model, k=5, seed=0):
+def _perturbed_samples(model, k=5, seed=0, layers=0):
     g = torch.Generator().manual_seed(seed)
-    states = [
-        {n: p.detach() + 0.05 * torch.randn(p.shape, generator=g) for n, p in model.net.named_parameters()}
-        for _ in range(k)
+    params = dict(model.net.named_parameters())
+    names = subnetwork_parameters(model.net, layers)
+    states = [{n: params[n].detach() + 0.05 * torch.randn(params[n].shape, generator=g) for n in names}]
+    states += [
+        {n: t + 0.05 * torch.randn(t.shape, generator=g) for n, t in states[0].items()} for _ in range(k - 1)
     ]
     return WeightSamples(stack_parameters(states), "test")
 
 
-def test_batched_and_looped_inference_agree():
+def test_subnetwork_parameters_are_the_last_layers():
     model = _tiny_model()
+    every = [n for n, _ in model.net.named_parameters()]
+    assert subnetwork_parameters(model.net, 0) == every
+    assert subnetwork_parameters(model.net, 1) == ["convs.head.weight", "convs.head.bias"]
+    two = subnetwork_parameters(model.net, 2)
+    assert len(two) == 4 and two[2:] == ["convs.head.weight", "convs.head.bias"]
+    deep = subnetwork_parameters(
+        torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1)), 1
+    )
+    assert deep == ["2.weight", "2.bias"]
+    with pytest.raises(InputError):
+        subnetwork_parameters(model.net, 1000)
+
+
+@pytest.mark.parametrize("layers", [0, 2])
+@pytest.mark.parametrize("unrolled", [0, 2])
+def test_batched_and_looped_inference_agree(layers, unrolled):
+    model = _tiny_model()
+    model.unrolled = unrolled
     physics = build_operator("mri", (24, 24), acceleration=4.0)
     y = physics.A(torch.randn(3, 1, 24, 24, dtype=torch.complex64))
-    samples = _perturbed_samples(model)
+    samples = _perturbed_samples(model, layers=layers)
     with torch.no_grad():
         batched = predict_samples(model, samples, y, physics, chunk=2)
         for k in range(samples.count):
@@ -207,8 +228,9 @@ def test_samples_round_trip_and_validation(tmp_path):
         load_samples(tmp_path / "absent")
 
 
+@pytest.mark.parametrize("layers", [0, 3])
 @pytest.mark.parametrize("name", ["psgld", "baoab", "mc-dropout", "ensemble"])
-def test_sampler_plugins_draw_distinct_weight_sets(name, monkeypatch, tmp_path):
+def test_sampler_plugins_draw_distinct_weight_sets(name, layers, monkeypatch, tmp_path):
     from recon.datasets.phantom import PhantomDataset
     from recon.tasks import build_task
 
@@ -216,23 +238,32 @@ def test_sampler_plugins_draw_distinct_weight_sets(name, monkeypatch, tmp_path):
     small = {
         "psgld": {"burn_in": 2, "thin": 1, "lr": 1e-4},
         "baoab": {"burn_in": 2, "thin": 1, "step": 1e-3},
-        "mc-dropout": {"steps": 2},
+        "mc-dropout": {"steps": 2, "p": 0.5},
         "ensemble": {"steps": 2},
     }[name]
-    sampler = get_registry("samplers").build(name, **small)
+    sampler = get_registry("samplers").build(name, **small, layers=layers)
     model = _tiny_model()
+    trained = {n: p.detach().clone() for n, p in model.net.named_parameters()}
     task = build_task("mri", acceleration=4.0)
-    samples = sampler.run(
-        model,
-        task,
-        PhantomDataset(64, (32, 32)),
-        3,
-        generator=torch.Generator().manual_seed(0),
-        device=torch.device("cpu"),
-    )
-    assert samples.count == 3 and set(samples.tensors) == {n for n, _ in model.net.named_parameters()}
+
+    def run(sampler):
+        return sampler.run(
+            model,
+            task,
+            PhantomDataset(64, (32, 32)),
+            3,
+            generator=torch.Generator().manual_seed(0),
+            device=torch.device("cpu"),
+        )
+
+    samples = run(sampler)
+    assert samples.count == 3 and list(samples.tensors) == subnetwork_parameters(model.net, layers)
+    assert all(torch.equal(p, trained[n]) for n, p in model.net.named_parameters())  # model untouched
     assert any(not torch.equal(t[0], t[1]) for t in samples.tensors.values())
     assert json.dumps(samples.settings)  # JSON-able settings
+    if name == "mc-dropout":  # the output layer is never dropped: nothing to sample in it alone
+        with pytest.raises(InputError, match="no layer to drop out"):
+            run(get_registry("samplers").build(name, **small, layers=1))
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ from recon.uncertainty.samples import (
     samples_path,
     save_samples,
     stack_parameters,
+    subnetwork_parameters,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "samples_path",
     "save_samples",
     "stack_parameters",
+    "subnetwork_parameters",
 ]

@@ -2,9 +2,14 @@
 
 ``K`` samples are stored as one safetensors file of stacked tensors ``name → (K, *shape)`` plus a JSON
 description (sampler, its settings, the calibration factor), e.g. ``model.psgld.samples.json`` /
-``.safetensors`` beside ``model.json``. Inference evaluates all ``K`` networks in one batched call with
-``torch.func.functional_call`` under ``vmap``: the convolutions of the ``K`` weight sets become one
-grouped convolution instead of ``K`` Python-level forward passes.
+``.safetensors`` beside ``model.json``. The names may cover only a *subnetwork* (e.g. the last layers,
+``subnetwork_parameters``); the other weights are the model's own.
+
+Inference evaluates all ``K`` reconstructions in one ``vmap`` over the stacked samples with
+``torch.func.functional_call``, not a Python loop of ``K`` forward passes. ``vmap`` batches only what
+depends on the sampled weights: the layers before the first sampled one run once for all ``K``, so
+sampling the last layers (subnetwork inference, Daxberger et al. 2021) makes ``K`` samples cost little
+more than one reconstruction, while sampling every weight costs about ``K`` times one on a CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 import torch
 from deepinv.physics import Physics
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from recon.errors import InputError
@@ -90,7 +95,7 @@ def load_samples(path: str | Path, model: Reconstructor | None = None) -> Weight
         raise InputError("weight samples disagree on their number", weights)
     if model is not None:
         expected = dict(model.net.named_parameters())
-        if set(expected) != set(tensors) or any(tensors[k].shape[1:] != p.shape for k, p in expected.items()):
+        if any(k not in expected or t.shape[1:] != expected[k].shape for k, t in tensors.items()):
             raise InputError("weight samples do not match the model's network", weights)
     return WeightSamples(
         {k: v.float() for k, v in tensors.items()},
@@ -98,6 +103,25 @@ def load_samples(path: str | Path, model: Reconstructor | None = None) -> Weight
         document.get("settings", {}),
         document.get("calibration", {}),
     )
+
+
+def subnetwork_parameters(net: nn.Module, layers: int = 0) -> list[str]:
+    """Names of the parameters of the network's last ``layers`` layers (``0``: every parameter).
+
+    A layer is a module that owns parameters, in registration order; for recon's graph networks the
+    convolution nodes in graph order (their gates are left out)."""
+    if layers < 0:
+        raise InputError(f"layers must be 0 (all) or positive, got {layers}")
+    if layers == 0:
+        return [name for name, _ in net.named_parameters()]
+    convs = getattr(net, "convs", None)
+    if isinstance(convs, nn.ModuleDict):
+        owners = [(f"convs.{name}", module) for name, module in convs.items()]
+    else:
+        owners = [(n, m) for n, m in net.named_modules() if any(True for _ in m.parameters(recurse=False))]
+    if layers > len(owners):
+        raise InputError(f"the network has {len(owners)} layers, asked to sample the last {layers}")
+    return [f"{prefix}.{n}" for prefix, module in owners[-layers:] for n, _ in module.named_parameters()]
 
 
 def stack_parameters(states: list[Mapping[str, Tensor]]) -> dict[str, Tensor]:
@@ -110,26 +134,24 @@ def predict_samples(
 ) -> Tensor:
     """Reconstructions of ``y`` by every weight sample: ``(K, B, C, H, W)``.
 
-    Normalisation, unrolled data steps and data consistency run on the ``K·B`` batch; only the network
-    is evaluated per sample, batched with ``vmap`` over the stacked weights (``chunk`` samples at a
-    time bound the memory)."""
+    The whole reconstruction (network, unrolled data steps, data consistency) is ``vmap``-ped over the
+    stacked samples, ``chunk`` samples at a time to bound the memory; what does not depend on the
+    sampled weights is computed once."""
     net = model.net
+    weights = {name: p.detach() for name, p in net.named_parameters()}
     buffers = dict(net.named_buffers())
     device = next(net.parameters()).device
     x0, scale = model.start(y, physics)
     y = y / scale
-    batch = y.shape[0]
+
+    def reconstruction(sampled: dict[str, Tensor]) -> Tensor:
+        def network(x: Tensor) -> Tensor:
+            return functional_call(net, ({**weights, **sampled}, buffers), (x,))
+
+        return model.consistency(model.body(network, x0, y, physics), y, physics)
+
     outputs = []
     for start in range(0, samples.count, chunk):
         part = {k: v[start : start + chunk].to(device) for k, v in samples.tensors.items()}
-        k = next(iter(part.values())).shape[0]
-
-        def network(x: Tensor, part: dict[str, Tensor] = part, k: int = k) -> Tensor:
-            per_sample = x.reshape(k, batch, *x.shape[1:])
-            out = vmap(lambda p, xi: functional_call(net, (p, buffers), (xi,)))(part, per_sample)
-            return out.reshape(k * batch, *out.shape[2:])
-
-        x_k, y_k = (t.repeat(k, *([1] * (t.dim() - 1))) for t in (x0, y))
-        estimate = model.consistency(model.body(network, x_k, y_k, physics), y_k, physics)
-        outputs.append(estimate.reshape(k, batch, *estimate.shape[1:]) * scale)
-    return torch.cat(outputs)
+        outputs.append(vmap(reconstruction)(part))
+    return torch.cat(outputs) * scale
