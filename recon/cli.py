@@ -196,6 +196,87 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _codec(name: str | None, device: Any) -> Any:
+    from recon.codec import load_codec
+    from recon.codec.model import default_codec
+
+    model = load_codec(name) if name else default_codec()
+    model.net.to(device)
+    return model
+
+
+def _paths(source: Path, out: Path, suffix: str | None) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one file, or every file of a folder into the ``out`` folder."""
+    from recon.codec.files import SUFFIXES
+
+    if not source.is_dir():
+        return [(source, out)]
+    if out.exists() and not out.is_dir():
+        raise InputError("with a folder of inputs, --out must be a folder", out)
+    wanted = {".rcz"} if suffix is None else set(SUFFIXES)
+    files = [p for p in sorted(source.iterdir()) if p.is_file() and p.suffix.lower() in wanted]
+    if not files:
+        raise InputError("no files to process in this folder", source)
+    out.mkdir(parents=True, exist_ok=True)
+    return [(p, out / (p.stem + (suffix or ""))) for p in files]
+
+
+def _each(pairs: list[tuple[Path, Path]], work: Any, desc: str) -> int:
+    from tqdm import tqdm
+
+    failures = 0
+    for source, out in tqdm(pairs, desc=desc, leave=False, disable=len(pairs) == 1, dynamic_ncols=True):
+        try:
+            print(json.dumps(work(source, out)), flush=True)
+        except InputError as exc:
+            if len(pairs) == 1:
+                raise
+            failures += 1
+            tqdm.write(f"recon: error: {exc}", file=sys.stderr)
+    return 2 if failures else 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from recon.codec import Quality
+    from recon.codec.files import compress_file
+
+    quality = Quality(
+        lossless=args.lossless or (args.psnr is None and args.bpp is None and args.delta is None),
+        psnr=args.psnr,
+        bpp=args.bpp,
+        delta=args.delta,
+    )
+    model = _codec(args.model, resolve_device(args.device))
+    pairs = _paths(Path(args.input), Path(args.out), ".rcz")
+    return _each(pairs, lambda s, o: compress_file(s, o, model, quality, args.dataset), "compress")
+
+
+def cmd_decompress(args: argparse.Namespace) -> int:
+    from recon.codec.files import decompress_file
+
+    model = _codec(args.model, resolve_device(args.device))
+    folder = Path(args.input).is_dir()
+    pairs = _paths(Path(args.input), Path(args.out), None)
+    return _each(pairs, lambda s, o: decompress_file(s, o, model, keep_kind=folder), "decompress")
+
+
+def cmd_train_codec(args: argparse.Namespace) -> int:
+    from recon.codec import save_codec
+    from recon.codec.training import train_codec
+
+    if args.steps < 1 or args.latent < 1 or args.lam < 0:
+        raise InputError("--steps and --latent must be positive and --lam non-negative")
+    model, history = train_codec(
+        steps=args.steps, latent=args.latent, width=args.width, lam=args.lam, seed=args.seed, progress=True
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_codec(model, out)
+    (out.parent / f"{out.name}.history.json").write_text(json.dumps(history) + "\n")
+    print(json.dumps({"out": str(out), **model.meta, "identity": model.identity.hex()}))
+    return 0
+
+
 def _version() -> str:
     from recon import __version__
 
@@ -384,6 +465,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_search)
+
+    p = sub.add_parser("compress", help="compress images with the learned codec (.rcz)")
+    p.add_argument("input", help="NPY, PNG, TIFF, DICOM or fastMRI-layout h5 file, or a folder of them")
+    p.add_argument("--out", required=True, help="output .rcz file (a folder for a folder of inputs)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--lossless", action="store_true", help="bit-exact (the default)")
+    mode.add_argument("--psnr", type=float, help="lossy: at least this PSNR (dB) per slice")
+    mode.add_argument("--bpp", type=float, help="lossy: at most this many bits per pixel per slice")
+    mode.add_argument("--delta", type=int, help="near-lossless: maximum absolute error per pixel")
+    p.add_argument("--model", help="codec model (default: the bundled one)")
+    p.add_argument("--dataset", help="h5 dataset to compress (default: reconstruction_rss/_esc)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=cmd_compress)
+
+    p = sub.add_parser("decompress", help="decode .rcz files")
+    p.add_argument("input", help=".rcz file or a folder of them")
+    p.add_argument("--out", required=True, help="output file (.npy/.png/.tif/.dcm/.h5) or folder")
+    p.add_argument("--model", help="codec model (default: the bundled one)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=cmd_decompress)
+
+    p = sub.add_parser("train-codec", help="train a codec (group-sparse latent channels) and save it")
+    p.add_argument("--out", required=True, help="output stem: writes OUT.json and OUT.safetensors")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--latent", type=int, default=64, help="latent channels of the super-network")
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--lam", type=float, default=0.02, help="group-sparsity strength on latent channels")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_train_codec)
 
     datasets = sub.add_parser("datasets", help="build datasets from packaged data").add_subparsers(
         dest="datasets_command", required=True, parser_class=_Parser

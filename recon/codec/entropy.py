@@ -1,0 +1,171 @@
+r"""Entropy coding with constriction's range coder and integer probability tables.
+
+Every probability the coder sees comes from an integer frequency table stored with the codec model
+(``counts / counts.sum()`` in float64 is exact and identical on every machine), so a file encoded on
+one machine decodes bit-exactly on another: the float density models used in training never reach
+the coder.
+
+Residuals use a *hybrid integer* code (as in JPEG XL): the zig-zag value
+:math:`u = 2r` (:math:`r \ge 0`) or :math:`-2r-1` (:math:`r < 0`) becomes a token — :math:`u` itself
+below :data:`DIRECT`, otherwise :math:`16 + 2(n-4) + m` for :math:`n = \lfloor\log_2 u\rfloor` and
+:math:`m` the bit below the leading one — plus :math:`n-1` raw low bits. The token is entropy coded
+with the table of its pixel's context; the raw bits are coded uniformly. 42 tokens cover any 17-bit
+residual, so tables stay small whatever the bit depth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import constriction
+import numpy as np
+
+from recon.errors import InputError
+
+DIRECT = 16
+MAX_BITS = 17  # |r| < 2**16 → u < 2**17
+TOKENS = DIRECT + 2 * (MAX_BITS - 1 - 4) + 2  # 42
+TABLE_TOTAL = 1 << 16
+
+
+def zigzag(r: np.ndarray) -> np.ndarray:
+    r = r.astype(np.int64)
+    return np.where(r >= 0, 2 * r, -2 * r - 1)
+
+
+def unzigzag(u: np.ndarray) -> np.ndarray:
+    return np.where(u % 2 == 0, u // 2, -(u + 1) // 2)
+
+
+def tokenize(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Residuals → (token, number of raw bits, raw bits value), all int64 arrays."""
+    u = zigzag(r)
+    if u.size and int(u.max()) >= 1 << MAX_BITS:
+        raise InputError("residual too large for the codec (more than 16 bits)")
+    n = np.floor(np.log2(np.maximum(u, 1))).astype(np.int64)
+    big = u >= DIRECT
+    extra = np.where(big, n - 1, 0)
+    m = np.where(big, (u >> np.maximum(n - 1, 0)) & 1, 0)
+    token = np.where(big, DIRECT + 2 * (n - 4) + m, u)
+    raw = np.where(big, u & ((1 << extra) - 1), 0)
+    return token, extra, raw
+
+
+def token_bits(token: np.ndarray) -> np.ndarray:
+    """Raw bits that follow each token."""
+    return np.where(token >= DIRECT, (token - DIRECT) // 2 + 3, 0)
+
+
+def untokenize(token: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    big = token >= DIRECT
+    n = (token - DIRECT) // 2 + 4
+    m = (token - DIRECT) % 2
+    extra = np.maximum(n - 1, 0)
+    u = np.where(big, (1 << n) + (m << extra) + raw, token)
+    return unzigzag(u)
+
+
+def _token_range(t: int) -> tuple[int, int]:
+    """Smallest and largest zig-zag value of token ``t``."""
+    if t < DIRECT:
+        return t, t
+    n, m = (t - DIRECT) // 2 + 4, (t - DIRECT) % 2
+    low = (1 << n) + (m << (n - 1))
+    return low, low + (1 << (n - 1)) - 1
+
+
+def laplace_token_probabilities(scale: float) -> np.ndarray:
+    r"""Token probabilities of a residual :math:`r` from a Laplace law of ``scale`` b, discretised on
+    the integers: :math:`P(r) = F(r+\frac12) - F(r-\frac12)`, summed over each token's values."""
+
+    def upper_tail(a: float) -> float:  # P(X >= a) for a >= 0 of the continuous Laplace
+        return 0.5 * math.exp(-a / scale)
+
+    def mass(lo: int, hi: int) -> float:  # P(lo <= r <= hi) for 0 <= lo <= hi, one side
+        return (upper_tail(lo - 0.5) if lo > 0 else 0.5) - upper_tail(hi + 0.5)
+
+    probs = np.zeros(TOKENS)
+    for t in range(TOKENS):
+        a, b = _token_range(t)
+        pos = (math.ceil(a / 2), b // 2)  # even u: r = u/2
+        neg = (math.ceil((a + 1) / 2), (b + 1) // 2)  # odd u: r = -(u+1)/2, as |r|
+        for lo, hi in (pos, neg):
+            if lo <= hi:
+                probs[t] += mass(lo, hi) if lo > 0 else mass(0, hi) + (0.5 - upper_tail(0.5))
+    return probs / probs.sum()
+
+
+def quantize_table(probs: np.ndarray, total: int = TABLE_TOTAL) -> np.ndarray:
+    """Float probabilities → integer counts summing to ``total``, each at least 1."""
+    probs = np.asarray(probs, dtype=np.float64)
+    counts = np.maximum(1, np.floor(probs / probs.sum() * (total - len(probs)))).astype(np.int64)
+    counts[np.argmax(counts)] += total - counts.sum()
+    return counts
+
+
+def _categorical(counts: np.ndarray):
+    return constriction.stream.model.Categorical(
+        counts.astype(np.float64) / float(counts.sum()), perfect=False
+    )
+
+
+class Writer:
+    """Symbols in order into one range-coded stream."""
+
+    def __init__(self) -> None:
+        self.encoder = constriction.stream.queue.RangeEncoder()
+
+    def categorical(self, symbols: np.ndarray, counts: np.ndarray) -> None:
+        if symbols.size:
+            self.encoder.encode(symbols.astype(np.int32).ravel(), _categorical(counts))
+
+    def uniform(self, values: np.ndarray, bits: int) -> None:
+        if values.size:
+            self.encoder.encode(values.astype(np.int32).ravel(), constriction.stream.model.Uniform(1 << bits))
+
+    def tokens(self, token: np.ndarray, raw: np.ndarray, contexts: np.ndarray, tables: np.ndarray) -> None:
+        """Tokens grouped by context (each group with its table), then raw bits grouped by length."""
+        for c in np.unique(contexts):
+            self.categorical(token[contexts == c], tables[c])
+        extra = token_bits(token)
+        for bits in range(1, MAX_BITS):
+            self.uniform(raw[extra == bits], bits)
+
+    def bytes(self) -> bytes:
+        return self.encoder.get_compressed().astype("<u4").tobytes()
+
+
+class Reader:
+    """The mirror of :class:`Writer`; any malformed stream becomes an :class:`InputError`."""
+
+    def __init__(self, payload: bytes):
+        if len(payload) % 4:
+            raise InputError("corrupt codec payload (length not a multiple of 4)")
+        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        self.decoder = constriction.stream.queue.RangeDecoder(words)
+
+    def _decode(self, model, count: int) -> np.ndarray:
+        try:
+            return np.asarray(self.decoder.decode(model, count), dtype=np.int64)
+        except Exception as exc:
+            raise InputError(f"corrupt codec payload ({exc})") from None
+
+    def categorical(self, count: int, counts: np.ndarray) -> np.ndarray:
+        return self._decode(_categorical(counts), count) if count else np.zeros(0, np.int64)
+
+    def uniform(self, count: int, bits: int) -> np.ndarray:
+        if not count:
+            return np.zeros(0, np.int64)
+        return self._decode(constriction.stream.model.Uniform(1 << bits), count)
+
+    def tokens(self, contexts: np.ndarray, tables: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        token = np.zeros(contexts.shape, np.int64)
+        for c in np.unique(contexts):
+            where = contexts == c
+            token[where] = self.categorical(int(where.sum()), tables[c])
+        raw = np.zeros(contexts.shape, np.int64)
+        extra = token_bits(token)
+        for bits in range(1, MAX_BITS):
+            where = extra == bits
+            raw[where] = self.uniform(int(where.sum()), bits)
+        return token, raw

@@ -1,0 +1,123 @@
+r"""The codec's autoencoder and its exact integer synthesis.
+
+Analysis :math:`g_a`: 5×5 stride-2 conv → ReLU → 5×5 stride-2 conv → ReLU → 3×3 conv to ``latent``
+channels (no bias, so a channel that group-sparse training switches off is exactly zero and can be
+dropped). Synthesis :math:`g_s`: 3×3 conv → ReLU → ×2 nearest → 3×3 conv → ReLU → ×2 nearest → 3×3
+conv to two maps: the prediction :math:`\hat x` (in units of the full intensity range) and the log
+scale :math:`\log b` of the residual's Laplace law, the context of the lossless residual coder.
+
+Rate model during training: per latent channel a logistic law (location μ_c, scale s_c) discretised
+on the integers, :math:`P(q) = \sigma(\frac{q-\mu_c+\frac12}{s_c}) - \sigma(\frac{q-\mu_c-\frac12}{s_c})`;
+residual rate from the discretised Laplace law of scale :math:`b`. Latents get additive uniform noise
+for the rate and straight-through rounding for the prediction (Ballé et al. 2018; Minnen 2020).
+
+:class:`IntegerSynthesis` runs :math:`g_s` in fixed point, exactly: weights ``round(w·2^FW)``,
+activations ``round(a·2^FA)``, every product and sum an integer below :math:`2^{53}` evaluated in
+float64 (so exact in any summation order, on any CPU or GPU), requantised by a floor division by
+:math:`2^{FW}`. Encoder and decoder therefore compute bit-identical predictions and contexts, which
+the lossless residual depends on. (Integer convolutions are not available in torch on CPU; the float64
+trick is the portable way to get them.)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recon.errors import InputError
+
+FA = 10  # fractional bits of activations
+FW = 12  # fractional bits of weights
+ACTIVATION_LIMIT = float(1 << 24)  # activations are clamped to ±2^24 (±16384 in real units)
+EXACT_LIMIT = float(1 << 52)
+
+
+class CodecNet(nn.Module):
+    """Float autoencoder with a factorised latent law and a residual-scale head."""
+
+    def __init__(self, latent: int = 32, width: int = 32):
+        super().__init__()
+        if latent < 1 or width < 1:
+            raise InputError("latent and width must be positive")
+        self.latent, self.width = latent, width
+        self.analysis = nn.Sequential(
+            nn.Conv2d(1, width, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 5, stride=2, padding=2),
+            nn.ReLU(),
+            nn.Conv2d(width, latent, 3, padding=1, bias=False),
+        )
+        self.synthesis = nn.ModuleList(
+            [
+                nn.Conv2d(latent, width, 3, padding=1),
+                nn.Conv2d(width, width, 3, padding=1),
+                nn.Conv2d(width, 2, 3, padding=1),
+            ]
+        )
+        self.location = nn.Parameter(torch.zeros(latent))
+        self.log_scale = nn.Parameter(torch.zeros(latent))
+
+    def synthesize(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent → (prediction, log scale of the residual), both ``(B, 1, 4h, 4w)``."""
+        first, second, last = self.synthesis
+        h = F.relu(first(q))
+        h = F.relu(second(F.interpolate(h, scale_factor=2, mode="nearest")))
+        out = last(F.interpolate(h, scale_factor=2, mode="nearest"))
+        return out[:, :1], out[:, 1:]
+
+    def latent_bits(self, y: Tensor) -> Tensor:
+        """Bits of (noisy or rounded) latents under the factorised logistic law, per image."""
+        mu = self.location.view(1, -1, 1, 1)
+        s = self.log_scale.exp().view(1, -1, 1, 1)
+        p = torch.sigmoid((y - mu + 0.5) / s) - torch.sigmoid((y - mu - 0.5) / s)
+        return -torch.log2(p.clamp_min(1e-9)).flatten(1).sum(1)
+
+
+def residual_bits(x: Tensor, prediction: Tensor, log_scale: Tensor, levels: Tensor) -> Tensor:
+    r"""Bits of the integer residual :math:`(x - \hat x)` in units of :math:`1/\mathrm{levels}` under the
+    discretised Laplace law of scale :math:`b = e^{\log b}`, per image (``levels`` per image)."""
+    step = 1.0 / levels.view(-1, 1, 1, 1)
+    b = log_scale.clamp(-12, 4).exp()
+    r = (x - prediction).abs()
+
+    def upper(a: Tensor) -> Tensor:
+        return 0.5 * torch.exp(-a.clamp_min(0) / b)
+
+    p = torch.where(r < step / 2, 1 - 2 * upper(step / 2), upper(r - step / 2) - upper(r + step / 2))
+    return -torch.log2(p.clamp_min(1e-12)).flatten(1).sum(1)
+
+
+def exact_conv(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """One fixed-point 3×3 convolution: ``floor((a * W + B) / 2^FW)``, exact in float64."""
+    acc = F.conv2d(a, weight, bias, padding=1)
+    if float(acc.abs().max()) >= EXACT_LIMIT:
+        raise InputError("fixed-point overflow in the codec's synthesis (input far outside its range)")
+    return torch.floor(acc / (1 << FW)).clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+
+
+class IntegerSynthesis:
+    """:math:`g_s` with integer weights, evaluated exactly (see the module docstring)."""
+
+    def __init__(self, weights: list[Tensor], biases: list[Tensor]):
+        self.weights = [w.to(torch.float64) for w in weights]
+        self.biases = [b.to(torch.float64) for b in biases]
+
+    @staticmethod
+    def from_float(net: CodecNet) -> tuple[list[Tensor], list[Tensor]]:
+        """Integer tensors (int64) of ``net``'s synthesis: weights ·2^FW, biases ·2^(FA+FW)."""
+        weights = [torch.round(c.weight.detach().double() * (1 << FW)).long() for c in net.synthesis]
+        biases = [torch.round(c.bias.detach().double() * (1 << (FA + FW))).long() for c in net.synthesis]
+        return weights, biases
+
+    def __call__(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """Integer latents ``(1, C, h, w)`` → fixed-point (prediction, log scale), ·2^FA, float64."""
+        device = q.device
+        w = [t.to(device) for t in self.weights]
+        b = [t.to(device) for t in self.biases]
+        with torch.backends.cudnn.flags(enabled=False):  # direct convolution only: exact for integers
+            a = q.to(torch.float64) * (1 << FA)
+            a = exact_conv(a, w[0], b[0]).clamp_min_(0)
+            a = exact_conv(F.interpolate(a, scale_factor=2, mode="nearest"), w[1], b[1]).clamp_min_(0)
+            out = exact_conv(F.interpolate(a, scale_factor=2, mode="nearest"), w[2], b[2])
+        return out[:, :1], out[:, 1:]

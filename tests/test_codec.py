@@ -1,0 +1,209 @@
+"""The learned codec: entropy-coding tables, exact integer synthesis, round trips, container safety."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recon.codec import CodecModel, CodecNet, Quality, compress, decompress, load_codec, psnr, save_codec
+from recon.codec.entropy import (
+    TABLE_TOTAL,
+    TOKENS,
+    laplace_token_probabilities,
+    quantize_table,
+    tokenize,
+    untokenize,
+)
+from recon.codec.network import ACTIVATION_LIMIT, FW, exact_conv
+from recon.codec.training import prune_latents
+from recon.errors import InputError
+from tests.conftest import CUDA
+
+
+@pytest.fixture(scope="module")
+def model() -> CodecModel:
+    torch.manual_seed(0)
+    net = CodecNet(latent=4, width=8)
+    with torch.no_grad():  # a rough predictor: latent 0 carries the mean intensity
+        net.analysis[-1].weight.mul_(4)
+    return CodecModel.from_net(net)
+
+
+def test_tokens_round_trip_every_residual():
+    r = np.arange(-65535, 65536)
+    token, extra, raw = tokenize(r)
+    assert token.min() == 0 and token.max() == TOKENS - 1
+    assert np.array_equal(untokenize(token, raw), r)
+    assert np.all(raw < (1 << extra))
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0, 200.0])
+def test_laplace_token_probabilities_match_rounded_laplace_samples(scale):
+    p = laplace_token_probabilities(scale)
+    assert p.sum() == pytest.approx(1.0) and np.all(p >= 0)
+    samples = np.round(np.random.default_rng(0).laplace(0, scale, 400_000)).astype(np.int64)
+    observed = np.bincount(tokenize(samples)[0], minlength=TOKENS) / samples.size
+    assert np.abs(observed - p).max() < 4e-3
+
+
+def test_quantized_tables_are_positive_and_sum_to_the_total():
+    counts = quantize_table(np.array([1e-12, 0.5, 0.5 - 1e-12, 0.0]))
+    assert counts.sum() == TABLE_TOTAL and counts.min() >= 1
+
+
+def test_fixed_point_convolution_is_exact_integer_arithmetic():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(-(1 << 20), 1 << 20, (1, 3, 7, 6), generator=g).double()
+    w = torch.randint(-(1 << 14), 1 << 14, (2, 3, 3, 3), generator=g).double()
+    b = torch.randint(-(1 << 30), 1 << 30, (2,), generator=g).double()
+    out = exact_conv(a, w, b)
+    ai, wi, bi = a.long().numpy(), w.long().numpy(), b.long().numpy()
+    padded = np.pad(ai[0], ((0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((2, 7, 6), np.int64)
+    for o in range(2):
+        for i in range(7):
+            for j in range(6):
+                ref[o, i, j] = (padded[:, i : i + 3, j : j + 3] * wi[o]).sum() + bi[o]
+    limit = int(ACTIVATION_LIMIT)
+    assert np.array_equal(out[0].long().numpy(), np.clip(np.floor_divide(ref, 1 << FW), -limit, limit))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    height=st.integers(1, 40),
+    width=st.integers(1, 40),
+    wide=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_lossless_round_trip_is_bit_exact(model, height, width, wide, seed):
+    rng = np.random.default_rng(seed)
+    dtype, top = (np.uint16, int(rng.integers(1, 65536))) if wide else (np.uint8, 255)
+    x = rng.integers(0, top + 1, size=(height, width)).astype(dtype)
+    y = decompress(compress(x, model), model)
+    assert y.dtype == x.dtype and np.array_equal(x, y)
+
+
+def _smooth(shape, top, seed=0):
+    g = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = 0.5 + 0.3 * np.sin(xx / 7.0) * np.cos(yy / 5.0) + 0.02 * g.standard_normal(shape)
+    return np.clip(np.round(image * top), 0, top)
+
+
+def test_stacks_and_colour_images_round_trip(model):
+    stack = np.stack([_smooth((33, 20), 4095, s) for s in range(3)]).astype(np.uint16)
+    assert np.array_equal(decompress(compress(stack, model), model), stack)
+    colour = np.stack([_smooth((24, 30), 255, s) for s in range(3)], -1).astype(np.uint8)
+    assert np.array_equal(decompress(compress(colour, model), model), colour)
+
+
+@pytest.mark.parametrize("target", [30.0, 45.0, 60.0])
+def test_lossy_mode_meets_its_psnr_target(model, target):
+    x = _smooth((48, 40), 4095).astype(np.uint16)
+    y = decompress(compress(x, model, Quality(psnr=target)), model)
+    assert psnr(x, y, 4095) >= target
+
+
+def test_near_lossless_bound_and_rate_target(model):
+    x = _smooth((48, 40), 4095).astype(np.uint16)
+    for delta in (1, 7, 40):
+        y = decompress(compress(x, model, Quality(delta=delta)), model)
+        assert np.abs(x.astype(np.int64) - y).max() <= delta
+    lossless = len(compress(x, model)) * 8 / x.size
+    budget = lossless / 2
+    data = compress(x, model, Quality(bpp=budget))
+    assert len(data) * 8 / x.size <= budget
+    assert psnr(x, decompress(data, model), 4095) > 20
+    with pytest.raises(InputError):
+        Quality(psnr=40.0, bpp=1.0)
+
+
+def test_every_corruption_and_truncation_is_a_clean_error(model):
+    data = compress(_smooth((9, 11), 255).astype(np.uint8), model)
+    for position in range(len(data)):
+        broken = bytearray(data)
+        broken[position] ^= 0x5A
+        with pytest.raises(InputError):
+            decompress(bytes(broken), model)
+    for length in range(len(data)):
+        with pytest.raises(InputError):
+            decompress(data[:length], model)
+    with pytest.raises(InputError):
+        decompress(data + b"\0", model)
+
+
+def test_hostile_header_sizes_are_refused_before_allocating(model):
+    import struct
+    import zlib
+
+    from recon.codec.container import _FIXED, MAGIC
+
+    fixed = _FIXED.pack(MAGIC, 1, 2, 16, 1, 60000, 60000, 60000, model.identity, 0, 0.0)
+    table = struct.pack("<II", 0, zlib.crc32(b"")) * 4
+    with pytest.raises(InputError, match=r"absurd|too large|truncated"):
+        decompress(fixed + table + struct.pack("<I", zlib.crc32(fixed + table)), model)
+
+
+def test_files_from_another_codec_are_refused(model):
+    other = CodecModel.from_net(CodecNet(latent=3, width=8))
+    with pytest.raises(InputError, match="written by codec"):
+        decompress(compress(np.zeros((8, 8), np.uint8), model), other)
+
+
+def test_saved_codec_decodes_in_another_process(model, tmp_path):
+    save_codec(model, tmp_path / "codec")
+    loaded = load_codec(tmp_path / "codec")
+    assert loaded.identity == model.identity
+    x = _smooth((37, 29), 4095, 3).astype(np.uint16)
+    (tmp_path / "x.rcz").write_bytes(compress(x, loaded))
+    code = (
+        "import numpy as np, sys; from recon.codec import load_codec, decompress; "
+        f"m = load_codec(r'{tmp_path / 'codec'}'); "
+        f"sys.stdout.buffer.write(decompress(open(r'{tmp_path / 'x.rcz'}', 'rb').read(), m).tobytes())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+    assert out == x.tobytes()
+
+
+def test_tampered_codec_model_is_refused(model, tmp_path):
+    import json
+
+    save_codec(model, tmp_path / "codec")
+    document = json.loads((tmp_path / "codec.json").read_text())
+    document["decoder"]["width"] = 9
+    (tmp_path / "codec.json").write_text(json.dumps(document))
+    with pytest.raises(InputError):
+        load_codec(tmp_path / "codec")
+
+
+def test_pruning_switched_off_latents_keeps_the_outputs():
+    torch.manual_seed(1)
+    net = CodecNet(latent=6, width=8)
+    with torch.no_grad():
+        net.analysis[-1].weight[[1, 4]] = 0
+    small = prune_latents(net)
+    x = torch.rand(2, 1, 16, 20)
+    assert small.latent == 4
+    y, y_small = net.analysis(x), small.analysis(x)
+    torch.testing.assert_close(y[:, [0, 2, 3, 5]], y_small)
+    torch.testing.assert_close(net.synthesize(torch.round(y))[0], small.synthesize(torch.round(y_small))[0])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs CUDA")
+def test_encoded_on_cuda_decodes_on_cpu(model):
+    x = _smooth((64, 48), 4095).astype(np.uint16)
+    model.net.cuda()
+    try:
+        data = compress(x, model)
+    finally:
+        model.net.cpu()
+    assert np.array_equal(decompress(data, model), x)
+    assert math.isfinite(psnr(x, x + 1, 4095))
