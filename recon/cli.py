@@ -240,11 +240,13 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from recon.codec import Quality
     from recon.codec.files import compress_file
 
+    lossy = (args.psnr, args.bpp, args.delta)
     quality = Quality(
-        lossless=args.lossless or (args.psnr is None and args.bpp is None and args.delta is None),
+        lossless=args.lossless or (all(v is None for v in lossy) and not args.latent_only),
         psnr=args.psnr,
         bpp=args.bpp,
         delta=args.delta,
+        latent_only=args.latent_only,
     )
     model = _codec(args.model, resolve_device(args.device))
     pairs = _paths(Path(args.input), Path(args.out), ".rcz")
@@ -474,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--psnr", type=float, help="lossy: at least this PSNR (dB) per slice")
     mode.add_argument("--bpp", type=float, help="lossy: at most this many bits per pixel per slice")
     mode.add_argument("--delta", type=int, help="near-lossless: maximum absolute error per pixel")
+    mode.add_argument(
+        "--latent-only", dest="latent_only", action="store_true", help="lossy: the autoencoder alone"
+    )
     p.add_argument("--model", help="codec model (default: the bundled one)")
     p.add_argument("--dataset", help="h5 dataset to compress (default: reconstruction_rss/_esc)")
     p.add_argument("--device", default="cpu")

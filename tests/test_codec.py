@@ -207,3 +207,71 @@ def test_encoded_on_cuda_decodes_on_cpu(model):
         model.net.cpu()
     assert np.array_equal(decompress(data, model), x)
     assert math.isfinite(psnr(x, x + 1, 4095))
+
+
+@pytest.fixture
+def codec_path(model, tmp_path):
+    save_codec(model, tmp_path / "codec")
+    return tmp_path / "codec"
+
+
+def test_cli_round_trips_every_file_type(cli, codec_path, tmp_path):
+    import h5py
+    import imagecodecs
+    import pydicom
+
+    image16 = _smooth((40, 36), 4095).astype(np.uint16)
+    image8 = _smooth((30, 26), 255).astype(np.uint8)
+    floats = (_smooth((24, 20), 4095) / 4095 * 3e-4).astype(np.float32)
+    np.save(tmp_path / "a.npy", image16)
+    (tmp_path / "b.png").write_bytes(imagecodecs.png_encode(image16))
+    (tmp_path / "c.tif").write_bytes(imagecodecs.tiff_encode(image8))
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f.create_dataset("reconstruction_rss", data=np.stack([floats, floats[::-1]]))
+    from recon.codec.files import write_array
+
+    write_array(tmp_path / "e.dcm", image16, "dicom")
+    for name in ("a.npy", "b.png", "c.tif", "d.h5", "e.dcm"):
+        r = cli("compress", tmp_path / name, "--out", tmp_path / f"{name}.rcz", "--model", codec_path)
+        assert r.code == 0, r.err
+        assert r.json()["bpp"] > 0
+    r = cli("decompress", tmp_path / "a.npy.rcz", "--out", tmp_path / "a2.npy", "--model", codec_path)
+    assert r.code == 0 and np.array_equal(np.load(tmp_path / "a2.npy"), image16)
+    cli("decompress", tmp_path / "b.png.rcz", "--out", tmp_path / "b2.png", "--model", codec_path)
+    assert np.array_equal(imagecodecs.imread(tmp_path / "b2.png"), image16)
+    cli("decompress", tmp_path / "c.tif.rcz", "--out", tmp_path / "c2.tif", "--model", codec_path)
+    assert np.array_equal(imagecodecs.imread(tmp_path / "c2.tif"), image8)
+    cli("decompress", tmp_path / "e.dcm.rcz", "--out", tmp_path / "e2.dcm", "--model", codec_path)
+    assert np.array_equal(pydicom.dcmread(tmp_path / "e2.dcm").pixel_array, image16)
+    cli("decompress", tmp_path / "d.h5.rcz", "--out", tmp_path / "d2.h5", "--model", codec_path)
+    with h5py.File(tmp_path / "d2.h5") as f:
+        back = f["reconstruction_rss"][()]
+    scale = 3e-4 / 65535
+    assert back.dtype == np.float32 and np.abs(back - np.stack([floats, floats[::-1]])).max() <= scale
+
+
+def test_cli_folders_lossy_targets_and_bad_input(cli, codec_path, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        np.save(src / f"s{i}.npy", _smooth((20, 24), 4095, i).astype(np.uint16))
+    r = cli("compress", src, "--out", tmp_path / "packed", "--psnr", "40", "--model", codec_path)
+    assert r.code == 0 and len(list((tmp_path / "packed").glob("*.rcz"))) == 3
+    r = cli("decompress", tmp_path / "packed", "--out", tmp_path / "unpacked", "--model", codec_path)
+    assert r.code == 0
+    for i in range(3):
+        back = np.load(tmp_path / "unpacked" / f"s{i}.npy")
+        assert psnr(np.load(src / f"s{i}.npy"), back, 4095) >= 40
+    (tmp_path / "junk.rcz").write_bytes(b"\x89RCZ" + b"\0" * 40)
+    bad = [
+        ("decompress", tmp_path / "junk.rcz", "--out", tmp_path / "x.npy"),
+        ("compress", tmp_path / "missing.npy", "--out", tmp_path / "x.rcz"),
+        ("compress", src / "s0.npy", "--out", tmp_path / "x.rcz", "--psnr", "nan"),
+        ("compress", src / "s0.npy", "--out", tmp_path / "x.bmp.rcz", "--model", tmp_path / "nope"),
+    ]
+    np.save(tmp_path / "nan.npy", np.full((4, 4), np.nan, np.float32))
+    bad.append(("compress", tmp_path / "nan.npy", "--out", tmp_path / "x.rcz"))
+    for args in bad:
+        r = cli(*args, *(() if "--model" in args else ("--model", codec_path)))
+        assert r.code == 2 and "Traceback" not in r.err and r.err.startswith("recon: error")
+    assert not (tmp_path / "x.npy").exists() and not (tmp_path / "x.rcz").exists()

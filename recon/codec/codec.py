@@ -36,17 +36,19 @@ _SLICE = struct.Struct("<Ii")  # δ, context offset
 
 @dataclass(frozen=True)
 class Quality:
-    """What to aim for: exactly one of lossless, a PSNR (dB), a rate (bits per pixel) or a δ."""
+    """What to aim for: exactly one of lossless, a PSNR (dB), a rate (bits per pixel), a δ or the
+    latents alone (the autoencoder's reconstruction, the lowest rate)."""
 
     lossless: bool = False
     psnr: float | None = None
     bpp: float | None = None
     delta: int | None = None
+    latent_only: bool = False
 
     def __post_init__(self) -> None:
         chosen = [self.lossless, self.psnr is not None, self.bpp is not None, self.delta is not None]
-        if sum(chosen) != 1:
-            raise InputError("choose exactly one of lossless, psnr, bpp or delta")
+        if sum(chosen) + self.latent_only != 1:
+            raise InputError("choose exactly one of lossless, psnr, bpp, delta or latent-only")
         if self.psnr is not None and not (math.isfinite(self.psnr) and 0 < self.psnr < 200):
             raise InputError(f"PSNR target must be in (0, 200) dB, got {self.psnr}")
         if self.bpp is not None and not (math.isfinite(self.bpp) and self.bpp > 0):
@@ -123,6 +125,8 @@ def _choose_delta(part: _Slice, quality: Quality, overhead: float = 0.0) -> int:
         return 0
     if quality.delta is not None:
         return quality.delta
+    if quality.latent_only:
+        return LATENT_ONLY
     if quality.psnr is not None:
         if psnr(part.x, part.reconstruction(LATENT_ONLY), part.levels) >= quality.psnr:
             return LATENT_ONLY
