@@ -4,10 +4,11 @@ A slice ``x`` (integers in ``[0, 2^bits - 1]``) is coded as
 
 1. latents :math:`q = \mathrm{round}(g_a(x / \text{levels}))`, clamped to ``[-R, R]``, each channel
    with its integer table;
-2. unless the slice is *latent-only*, the residual of the exact integer prediction
-   :math:`\hat x = g_s(q)`: :math:`r = x - \hat x`, quantised with step :math:`2\delta+1`
+2. unless the slice is *latent-only*, the residuals, quantised with step :math:`2\delta+1`
    (:math:`q_r = \mathrm{sign}(r)\lfloor(|r|+\delta)/(2\delta+1)\rfloor`, so :math:`|x - x'| \le \delta`;
-   :math:`\delta = 0` is lossless), hybrid-integer tokens coded with the table of each pixel's context.
+   :math:`\delta = 0` is lossless), in four polyphase passes (:mod:`recon.codec.polyphase`): anchors
+   against the exact integer prediction :math:`\hat x = g_s(q)`, the other pixels against
+   interpolations of the pixels already decoded; hybrid-integer tokens with per-context tables.
 
 Quality targets: ``lossless`` (δ = 0); ``psnr=P``: latent-only when that reaches P dB, else the
 largest δ whose reconstruction reaches P (found by bisection on exact reconstructions); ``bpp=B``: the
@@ -28,10 +29,11 @@ from recon.codec.container import Header, container_overhead, read_header, write
 from recon.codec.entropy import Reader, Writer, tokenize, untokenize
 from recon.codec.model import LATENT_RANGE, CodecModel, context_offset, contexts_of
 from recon.codec.network import FA
+from recon.codec.polyphase import quantize_residual, run_passes
 from recon.errors import InputError
 
 LATENT_ONLY = 0xFFFFFFFF  # δ value in a slice header that marks a latent-only slice
-_SLICE = struct.Struct("<Ii")  # δ, context offset
+_SLICE = struct.Struct("<IiB")  # δ, anchor context offset, predictor flags of passes 1-3
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,6 @@ def _prediction(model: CodecModel, q: torch.Tensor, shape: tuple[int, int], leve
     return pixels.to(torch.int64).cpu().numpy(), log_scale
 
 
-def _quantize_residual(r: np.ndarray, delta: int) -> np.ndarray:
-    return np.sign(r) * ((np.abs(r) + delta) // (2 * delta + 1))
-
-
 class _Slice:
     """One slice's latents and prediction, shared by every δ tried on it."""
 
@@ -93,25 +91,62 @@ class _Slice:
         self.q = _latents(model, x, levels)
         self.predicted, self.log_scale = _prediction(model, self.q, x.shape, levels)
 
+    def _passes(self, delta: int, writer: Writer | None = None) -> tuple[np.ndarray, int]:
+        """Reconstruction at ``delta`` and the predictor flags; with ``writer``, code the residuals."""
+        flags = 0
+
+        def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray]) -> int:
+            nonlocal flags
+            target = self.x[rows, cols]
+            costs = [np.abs(quantize_residual(target - p, delta)).sum() for p in options]
+            flag = int(np.argmin(costs))
+            flags |= flag << k
+            return flag
+
+        def code(k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray):
+            q = quantize_residual(self.x[rows, cols] - prediction, delta)
+            if writer is not None:
+                token, _, raw = tokenize(q)
+                writer.tokens(token, raw, contexts, self.model.tables(k))
+            return q
+
+        anchors = contexts_of(self.log_scale, context_offset(self.levels, delta))
+        recon = run_passes(self.predicted, anchors, self.levels, delta, code, choose)
+        return recon, flags
+
     def reconstruction(self, delta: int) -> np.ndarray:
-        if delta == LATENT_ONLY:
-            return self.predicted
-        step = 2 * delta + 1
-        return np.clip(
-            self.predicted + _quantize_residual(self.x - self.predicted, delta) * step, 0, self.levels
-        )
+        return self.predicted if delta == LATENT_ONLY else self._passes(delta)[0]
 
     def encode(self, delta: int) -> bytes:
         writer = Writer()
         symbols = (self.q[0].to(torch.int64).cpu().numpy() + LATENT_RANGE).reshape(self.q.shape[1], -1)
         for channel, table in zip(symbols, self.model.latent_tables, strict=True):
             writer.categorical(channel, table)
-        offset = 0
+        offset, flags = 0, 0
         if delta != LATENT_ONLY:
             offset = context_offset(self.levels, delta)
-            token, _, raw = tokenize(_quantize_residual(self.x - self.predicted, delta).ravel())
-            writer.tokens(token, raw, contexts_of(self.log_scale, offset).ravel(), self.model.residual_tables)
-        return _SLICE.pack(delta, offset) + writer.bytes()
+            flags = self._passes(delta, writer)[1]
+        return _SLICE.pack(delta, offset, flags) + writer.bytes()
+
+
+def _decode_residuals(
+    model: CodecModel,
+    reader: Reader,
+    predicted: np.ndarray,
+    log_scale,
+    levels: int,
+    delta: int,
+    offset: int,
+    flags: int,
+) -> np.ndarray:
+    def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray]) -> int:
+        return (flags >> k) & 1
+
+    def code(k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray):
+        token, raw = reader.tokens(contexts, model.tables(k))
+        return untokenize(token, raw)
+
+    return run_passes(predicted, contexts_of(log_scale, offset), levels, delta, code, choose)
 
 
 def psnr(x: np.ndarray, y: np.ndarray, levels: int) -> float:
@@ -211,7 +246,7 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
     for i, payload in enumerate(payloads):
         if len(payload) < _SLICE.size:
             raise InputError("corrupt codec payload (slice header cut short)")
-        delta, offset = _SLICE.unpack_from(payload)
+        delta, offset, flags = _SLICE.unpack_from(payload)
         if delta != LATENT_ONLY and delta > header.levels:
             raise InputError(f"corrupt codec payload (delta {delta} for {header.bits}-bit data)")
         reader = Reader(payload[_SLICE.size :])
@@ -221,9 +256,7 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
         if delta == LATENT_ONLY:
             out[i] = predicted
             continue
-        token, raw = reader.tokens(contexts_of(log_scale, offset).ravel(), model.residual_tables)
-        residual = untokenize(token, raw).reshape(predicted.shape) * (2 * delta + 1)
-        out[i] = np.clip(predicted + residual, 0, header.levels)
+        out[i] = _decode_residuals(model, reader, predicted, log_scale, header.levels, delta, offset, flags)
     if header.layout == 0:
         return out[0], header
     return (out if header.layout == 1 else np.moveaxis(out, 0, -1)), header

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from recon.codec.entropy import TOKENS, laplace_token_probabilities, quantize_table
 from recon.codec.network import FA, CodecNet, IntegerSynthesis
+from recon.codec.polyphase import ACTIVITY_CLASSES
 from recon.errors import InputError
 from recon.files import atomic_outputs
 
@@ -84,6 +85,19 @@ def residual_tables(token_counts: np.ndarray | None = None, prior_weight: float 
     return np.stack(tables)
 
 
+def interpolation_tables(counts: np.ndarray | None = None, prior_weight: float = 2000.0) -> np.ndarray:
+    """Token tables ``(3, ACTIVITY_CLASSES, TOKENS)`` of the interpolated passes: a Laplace law whose
+    scale follows the neighbours' disagreement class, refined by observed token counts."""
+    tables = np.zeros((3, ACTIVITY_CLASSES, TOKENS), np.int64)
+    for k in range(3):
+        for c in range(ACTIVITY_CLASSES):
+            probs = laplace_token_probabilities(0.4 * 2.0 ** max(c - 1, 0)) * prior_weight
+            if counts is not None:
+                probs = probs + counts[k, c]
+            tables[k, c] = quantize_table(probs)
+    return tables
+
+
 @dataclass
 class CodecModel:
     """What encoding and decoding need; ``net`` (float) is used by the encoder's analysis only."""
@@ -93,10 +107,21 @@ class CodecModel:
     biases: list[Tensor]
     latent_tables: np.ndarray
     residual_tables: np.ndarray
+    interp_tables: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def tables(self, k: int) -> np.ndarray:
+        """Token tables of polyphase pass ``k`` (0: anchors by residual scale; 1–3 by activity)."""
+        return self.residual_tables if k == 0 else self.interp_tables[k - 1]
+
     @classmethod
-    def from_net(cls, net: CodecNet, token_counts: np.ndarray | None = None, **meta: Any) -> CodecModel:
+    def from_net(
+        cls,
+        net: CodecNet,
+        token_counts: np.ndarray | None = None,
+        interp_counts: np.ndarray | None = None,
+        **meta: Any,
+    ) -> CodecModel:
         weights, biases = IntegerSynthesis.from_float(net)
         return cls(
             net.eval(),
@@ -104,6 +129,7 @@ class CodecModel:
             biases,
             latent_tables(net.location.detach(), net.log_scale.detach()),
             residual_tables(token_counts),
+            interpolation_tables(interp_counts),
             meta,
         )
 
@@ -116,6 +142,7 @@ class CodecModel:
         out |= {f"synthesis.{i}.bias": b.to(torch.int64) for i, b in enumerate(self.biases)}
         out["latent_tables"] = torch.from_numpy(self.latent_tables.astype(np.int64))
         out["residual_tables"] = torch.from_numpy(self.residual_tables.astype(np.int64))
+        out["interp_tables"] = torch.from_numpy(self.interp_tables.astype(np.int64))
         return out
 
     def decoder_config(self) -> dict[str, Any]:
@@ -186,6 +213,7 @@ def load_codec(path: str | Path) -> CodecModel:
             [tensors[f"synthesis.{i}.bias"] for i in range(3)],
             tensors["latent_tables"].numpy(),
             tensors["residual_tables"].numpy(),
+            tensors["interp_tables"].numpy(),
             document.get("meta", {}),
         )
     except InputError:
@@ -194,9 +222,10 @@ def load_codec(path: str | Path) -> CodecModel:
         raise InputError(f"corrupt or incompatible codec model ({type(exc).__name__}: {exc})", path) from None
     if model.decoder_config() != config or model.identity.hex() != document.get("identity"):
         raise InputError("codec model does not match its recorded identity (modified or corrupt)", path)
-    if model.latent_tables.shape != (net.latent, 2 * LATENT_RANGE + 1) or model.residual_tables.shape != (
-        CONTEXTS,
-        TOKENS,
+    if (
+        model.latent_tables.shape != (net.latent, 2 * LATENT_RANGE + 1)
+        or model.residual_tables.shape != (CONTEXTS, TOKENS)
+        or model.interp_tables.shape != (3, ACTIVITY_CLASSES, TOKENS)
     ):
         raise InputError("codec model tables have the wrong shape", path)
     return model

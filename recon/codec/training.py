@@ -26,6 +26,7 @@ from recon.codec.codec import _Slice
 from recon.codec.entropy import TOKENS, tokenize
 from recon.codec.model import CONTEXTS, CodecModel, context_offset, contexts_of
 from recon.codec.network import CodecNet, residual_bits
+from recon.codec.polyphase import ACTIVITY_CLASSES, run_passes
 from recon.datasets.training import PatchDataset, image_pool
 from recon.sparsity import AdaBreg, GroupL12, Null
 
@@ -57,14 +58,30 @@ def prune_latents(net: CodecNet) -> CodecNet:
     return small
 
 
-def _token_counts(model: CodecModel, images: list[tuple[np.ndarray, int]]) -> np.ndarray:
-    counts = np.zeros((CONTEXTS, TOKENS))
+def token_counts(model: CodecModel, images: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Lossless token counts per context on ``images``: anchors ``(CONTEXTS, TOKENS)`` and interpolated
+    passes ``(3, ACTIVITY_CLASSES, TOKENS)``."""
+    anchors = np.zeros((CONTEXTS, TOKENS))
+    interpolated = np.zeros((3, ACTIVITY_CLASSES, TOKENS))
+
     for image, levels in images:
         part = _Slice(model, image, levels)
-        token, _, _ = tokenize((part.x - part.predicted).ravel())
-        contexts = contexts_of(part.log_scale, context_offset(levels, 0)).ravel()
-        np.add.at(counts, (contexts, token), 1)
-    return counts
+
+        def code(k, rows, cols, prediction, contexts, part=part):
+            q = part.x[rows, cols] - prediction
+            token = tokenize(q)[0]
+            if k == 0:
+                np.add.at(anchors, (contexts, token), 1)
+            else:
+                np.add.at(interpolated, (k - 1, contexts, token), 1)
+            return q
+
+        def choose(k, rows, cols, options, part=part):
+            return int(np.argmin([np.abs(part.x[rows, cols] - p).sum() for p in options]))
+
+        anchor_contexts = contexts_of(part.log_scale, context_offset(levels, 0))
+        run_passes(part.predicted, anchor_contexts, levels, 0, code, choose)
+    return anchors, interpolated
 
 
 def train_codec(
@@ -117,7 +134,7 @@ def train_codec(
         if step % 50 == 0 or step == steps - 1:
             active = int(active_latents(net).sum())
             history["step"].append(step)
-            history["bpp"].append(float(bpp))
+            history["bpp"].append(float(bpp.detach()))
             history["active_latents"].append(active)
             bar.set_postfix(bpp=f"{float(bpp):.3f}", latents=active)
     net = prune_latents(net.eval())
@@ -133,5 +150,5 @@ def train_codec(
     model = CodecModel.from_net(net, **meta)
     refine = [(np.round(im * 4095).astype(np.uint16), 4095) for im in image_pool(("mr",), "train")[::4]]
     refine += [(np.round(im * 255).astype(np.uint8), 255) for im in image_pool(("natural",), "train")]
-    model = CodecModel.from_net(net, _token_counts(model, refine), **meta)
+    model = CodecModel.from_net(net, *token_counts(model, refine), **meta)
     return model, history
