@@ -58,19 +58,25 @@ def test_quantized_tables_are_positive_and_sum_to_the_total():
     assert counts.sum() == TABLE_TOTAL and counts.min() >= 1
 
 
-def test_fixed_point_convolution_is_exact_integer_arithmetic():
+@pytest.mark.parametrize(
+    ("channels", "a_bits", "w_bits"),
+    [(48, 15, 13), (3, 24, 16)],  # float32 piece convolutions; beyond their bound: float64
+)
+def test_fixed_point_convolution_is_exact_integer_arithmetic(channels, a_bits, w_bits):
     g = torch.Generator().manual_seed(0)
-    a = torch.randint(-(1 << 20), 1 << 20, (1, 3, 7, 6), generator=g).double()
-    w = torch.randint(-(1 << 14), 1 << 14, (2, 3, 3, 3), generator=g).double()
+    a = torch.randint(-(1 << a_bits), 1 << a_bits, (1, channels, 7, 6), generator=g).double()
+    w = torch.randint(-(1 << w_bits), 1 << w_bits, (2, channels, 3, 3), generator=g).double()
     b = torch.randint(-(1 << 30), 1 << 30, (2,), generator=g).double()
     out = exact_conv(a, w, b)
     ai, wi, bi = a.long().numpy(), w.long().numpy(), b.long().numpy()
-    padded = np.pad(ai[0], ((0, 0), (1, 1), (1, 1)))
+    padded = np.pad(ai[0], ((0, 0), (1, 1), (1, 1))).astype(object)  # Python integers: no overflow
     ref = np.zeros((2, 7, 6), np.int64)
     for o in range(2):
         for i in range(7):
             for j in range(6):
-                ref[o, i, j] = (padded[:, i : i + 3, j : j + 3] * wi[o]).sum() + bi[o]
+                ref[o, i, j] = int((padded[:, i : i + 3, j : j + 3] * wi[o].astype(object)).sum()) + int(
+                    bi[o]
+                )
     limit = int(ACTIVATION_LIMIT)
     assert np.array_equal(out[0].long().numpy(), np.clip(np.floor_divide(ref, 1 << FW), -limit, limit))
 

@@ -33,7 +33,8 @@ from recon.codec.polyphase import quantize_residual, run_passes
 from recon.errors import InputError
 
 LATENT_ONLY = 0xFFFFFFFF  # δ value in a slice header that marks a latent-only slice
-_SLICE = struct.Struct("<IiB")  # δ, anchor context offset, predictor flags of passes 1-3
+_SLICE = struct.Struct("<IiBH")  # δ, anchor context offset, polyphase depth, predictor flags
+DEPTHS = (0, 1, 2, 3)  # polyphase depths the encoder tries (it keeps the smallest file)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ class _Slice:
         self.q = _latents(model, x, levels)
         self.predicted, self.log_scale = _prediction(model, self.q, x.shape, levels)
 
-    def _passes(self, delta: int, writer: Writer | None = None) -> tuple[np.ndarray, int]:
+    def _passes(self, delta: int, depth: int, writer: Writer | None = None) -> tuple[np.ndarray, int]:
         """Reconstruction at ``delta`` and the predictor flags; with ``writer``, code the residuals."""
         flags = 0
 
@@ -111,22 +112,37 @@ class _Slice:
             return q
 
         anchors = contexts_of(self.log_scale, context_offset(self.levels, delta))
-        recon = run_passes(self.predicted, anchors, self.levels, delta, code, choose)
+        recon = run_passes(self.predicted, anchors, self.levels, delta, code, choose, depth)
         return recon, flags
 
     def reconstruction(self, delta: int) -> np.ndarray:
-        return self.predicted if delta == LATENT_ONLY else self._passes(delta)[0]
+        """The decoded slice at ``delta`` with the deepest polyphase depth (other depths differ a
+        little: every error is at most δ, but around other predictions)."""
+        return self.predicted if delta == LATENT_ONLY else self._passes(delta, DEPTHS[-1])[0]
 
-    def encode(self, delta: int) -> bytes:
-        writer = Writer()
-        symbols = (self.q[0].to(torch.int64).cpu().numpy() + LATENT_RANGE).reshape(self.q.shape[1], -1)
-        for channel, table in zip(symbols, self.model.latent_tables, strict=True):
-            writer.categorical(channel, table)
-        offset, flags = 0, 0
-        if delta != LATENT_ONLY:
-            offset = context_offset(self.levels, delta)
-            flags = self._passes(delta, writer)[1]
-        return _SLICE.pack(delta, offset, flags) + writer.bytes()
+    def encode(self, delta: int, min_psnr: float | None = None) -> bytes:
+        """The slice's payload at ``delta``: the smallest over the polyphase depths (among those
+        whose reconstruction reaches ``min_psnr``; the deepest always does when δ was chosen for it)."""
+        best = b""
+        for depth in DEPTHS[:1] if delta == LATENT_ONLY else DEPTHS:
+            writer = Writer()
+            symbols = (self.q[0].to(torch.int64).cpu().numpy() + LATENT_RANGE).reshape(self.q.shape[1], -1)
+            for channel, table in zip(symbols, self.model.latent_tables, strict=True):
+                writer.categorical(channel, table)
+            offset, flags = 0, 0
+            if delta != LATENT_ONLY:
+                offset = context_offset(self.levels, delta)
+                recon, flags = self._passes(delta, depth, writer)
+                if (
+                    min_psnr is not None
+                    and depth != DEPTHS[-1]
+                    and psnr(self.x, recon, self.levels) < min_psnr
+                ):
+                    continue
+            payload = _SLICE.pack(delta, offset, depth, flags) + writer.bytes()
+            if not best or len(payload) < len(best):
+                best = payload
+        return best
 
 
 def _decode_residuals(
@@ -137,6 +153,7 @@ def _decode_residuals(
     levels: int,
     delta: int,
     offset: int,
+    depth: int,
     flags: int,
 ) -> np.ndarray:
     def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray]) -> int:
@@ -146,7 +163,7 @@ def _decode_residuals(
         token, raw = reader.tokens(contexts, model.tables(k))
         return untokenize(token, raw)
 
-    return run_passes(predicted, contexts_of(log_scale, offset), levels, delta, code, choose)
+    return run_passes(predicted, contexts_of(log_scale, offset), levels, delta, code, choose, depth)
 
 
 def psnr(x: np.ndarray, y: np.ndarray, levels: int) -> float:
@@ -224,7 +241,8 @@ def compress(
     payloads = []
     for x in slices:
         part = _Slice(model, x, header.levels)
-        payloads.append(part.encode(_choose_delta(part, quality, container_overhead(len(slices)))))
+        delta = _choose_delta(part, quality, container_overhead(len(slices)))
+        payloads.append(part.encode(delta, quality.psnr))
     return write_container(header, payloads)
 
 
@@ -246,7 +264,9 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
     for i, payload in enumerate(payloads):
         if len(payload) < _SLICE.size:
             raise InputError("corrupt codec payload (slice header cut short)")
-        delta, offset, flags = _SLICE.unpack_from(payload)
+        delta, offset, depth, flags = _SLICE.unpack_from(payload)
+        if depth > DEPTHS[-1]:
+            raise InputError(f"corrupt codec payload (polyphase depth {depth})")
         if delta != LATENT_ONLY and delta > header.levels:
             raise InputError(f"corrupt codec payload (delta {delta} for {header.bits}-bit data)")
         reader = Reader(payload[_SLICE.size :])
@@ -256,7 +276,9 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
         if delta == LATENT_ONLY:
             out[i] = predicted
             continue
-        out[i] = _decode_residuals(model, reader, predicted, log_scale, header.levels, delta, offset, flags)
+        out[i] = _decode_residuals(
+            model, reader, predicted, log_scale, header.levels, delta, offset, depth, flags
+        )
     if header.layout == 0:
         return out[0], header
     return (out if header.layout == 1 else np.moveaxis(out, 0, -1)), header

@@ -110,9 +110,10 @@ class CodecModel:
     interp_tables: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def tables(self, k: int) -> np.ndarray:
-        """Token tables of polyphase pass ``k`` (0: anchors by residual scale; 1–3 by activity)."""
-        return self.residual_tables if k == 0 else self.interp_tables[k - 1]
+    def tables(self, number: int) -> np.ndarray:
+        """Token tables of polyphase pass ``number`` (0: anchors by residual scale; ``3·level + k``:
+        interpolated pass k of a level, by activity; levels share tables)."""
+        return self.residual_tables if number == 0 else self.interp_tables[(number - 1) % 3]
 
     @classmethod
     def from_net(

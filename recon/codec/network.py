@@ -12,14 +12,17 @@ residual rate from the discretised Laplace law of scale :math:`b`. Latents get a
 for the rate and straight-through rounding for the prediction (Ballé et al. 2018; Minnen 2020).
 
 :class:`IntegerSynthesis` runs :math:`g_s` in fixed point, exactly: weights ``round(w·2^FW)``,
-activations ``round(a·2^FA)``, every product and sum an integer below :math:`2^{53}` evaluated in
-float64 (so exact in any summation order, on any CPU or GPU), requantised by a floor division by
-:math:`2^{FW}`. Encoder and decoder therefore compute bit-identical predictions and contexts, which
-the lossless residual depends on. (Integer convolutions are not available in torch on CPU; the float64
-trick is the portable way to get them.)
+activations ``round(a·2^FA)`` (both clamped), every product and partial sum an integer that the
+floating-point type holds exactly (float32 piece convolutions, see :func:`exact_conv`), so the result
+is exact in any summation order on any CPU or GPU; requantised by a floor division by :math:`2^{FW}`.
+Encoder and decoder therefore compute bit-identical predictions and contexts, which
+the lossless residual depends on. (Integer convolutions are not available in torch on CPU; exact
+integer arithmetic inside float convolutions is the portable way to get them.)
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +30,12 @@ from torch import Tensor, nn
 
 from recon.errors import InputError
 
-FA = 10  # fractional bits of activations
-FW = 12  # fractional bits of weights
-ACTIVATION_LIMIT = float(1 << 24)  # activations are clamped to ±2^24 (±16384 in real units)
+FA = 8  # fractional bits of activations
+FW = 10  # fractional bits of weights
+ACTIVATION_LIMIT = float((1 << 15) - 1)  # activations are clamped to ±(2^15 - 1) (±128 real units)
+WEIGHT_LIMIT = (1 << 13) - 1  # integer weights are clipped to ±(2^13 - 1) (±8 real units)
+A_SPLIT, W_SPLIT = 8, 7  # bits of the low pieces in exact_conv
+FLOAT32_EXACT = float(1 << 24)
 EXACT_LIMIT = float(1 << 52)
 
 
@@ -88,12 +94,52 @@ def residual_bits(x: Tensor, prediction: Tensor, log_scale: Tensor, levels: Tens
     return -torch.log2(p.clamp_min(1e-12)).flatten(1).sum(1)
 
 
+def _pieces(t: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """``t = high·2^bits + low`` with ``0 <= low < 2^bits`` (integer-valued tensors)."""
+    high = torch.floor(t / (1 << bits))
+    return high, t - high * (1 << bits)
+
+
 def exact_conv(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """One fixed-point 3×3 convolution: ``floor((a * W + B) / 2^FW)``, exact in float64."""
-    acc = F.conv2d(a, weight, bias, padding=1)
-    if float(acc.abs().max()) >= EXACT_LIMIT:
-        raise InputError("fixed-point overflow in the codec's synthesis (input far outside its range)")
+    r"""One fixed-point 3×3 convolution, ``floor((a * W + B) / 2^FW)`` clamped, computed exactly.
+
+    ``a`` and ``W`` are split into 8- and 7-bit pieces; each of the four piece convolutions runs in
+    float32 (fast), and is exact because every partial sum is an integer below :math:`2^{24}`
+    (checked from the pieces' bounds and the fan-in before running); the pieces are recombined in
+    float64. Inputs outside that bound fall back to one float64 convolution (exact below
+    :math:`2^{53}`)."""
+    a_high, a_low = _pieces(a, A_SPLIT)
+    w_high, w_low = _pieces(weight, W_SPLIT)
+    fan_in = weight[0].numel()
+    bound = (
+        fan_in * float(max(a_high.abs().max(), 1 << A_SPLIT)) * float(max(w_high.abs().max(), 1 << W_SPLIT))
+    )
+    if bound < FLOAT32_EXACT:
+        acc = sum(
+            F.conv2d(x.float(), w.float(), padding=1).double() * scale
+            for x, w, scale in (
+                (a_high, w_high, float(1 << (A_SPLIT + W_SPLIT))),
+                (a_high, w_low, float(1 << A_SPLIT)),
+                (a_low, w_high, float(1 << W_SPLIT)),
+                (a_low, w_low, 1.0),
+            )
+        )
+        acc = acc + bias.view(1, -1, 1, 1)
+    else:
+        acc = F.conv2d(a, weight, bias, padding=1)
+        if float(acc.abs().max()) >= EXACT_LIMIT:
+            raise InputError("fixed-point overflow in the codec's synthesis (input far outside its range)")
     return torch.floor(acc / (1 << FW)).clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+
+
+@contextmanager
+def _no_tf32():
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 class IntegerSynthesis:
@@ -106,7 +152,10 @@ class IntegerSynthesis:
     @staticmethod
     def from_float(net: CodecNet) -> tuple[list[Tensor], list[Tensor]]:
         """Integer tensors (int64) of ``net``'s synthesis: weights ·2^FW, biases ·2^(FA+FW)."""
-        weights = [torch.round(c.weight.detach().double() * (1 << FW)).long() for c in net.synthesis]
+        weights = [
+            torch.round(c.weight.detach().double() * (1 << FW)).clamp(-WEIGHT_LIMIT, WEIGHT_LIMIT).long()
+            for c in net.synthesis
+        ]
         biases = [torch.round(c.bias.detach().double() * (1 << (FA + FW))).long() for c in net.synthesis]
         return weights, biases
 
@@ -115,7 +164,8 @@ class IntegerSynthesis:
         device = q.device
         w = [t.to(device) for t in self.weights]
         b = [t.to(device) for t in self.biases]
-        with torch.backends.cudnn.flags(enabled=False):  # direct convolution only: exact for integers
+        # im2col + GEMM only (no Winograd/FFT algorithms, no TF32): exact for integers
+        with torch.backends.cudnn.flags(enabled=False), _no_tf32():
             a = q.to(torch.float64) * (1 << FA)
             a = exact_conv(a, w[0], b[0]).clamp_min_(0)
             a = exact_conv(F.interpolate(a, scale_factor=2, mode="nearest"), w[1], b[1]).clamp_min_(0)

@@ -10,8 +10,10 @@ prediction error (the encoder picks the cheaper per pass and slice; one flag bit
 is the neighbours' disagreement :math:`a = |n_1 - n_2|` in residual steps, as the class
 :math:`\min(\lfloor\log_2 a\rfloor + 1, 15)`, with token tables learned from training images.
 
-This is what lets a residual coder with no per-pixel sequential loop exploit local correlation (the
-idea of checkerboard / hierarchical interpolation coders); the passes are all integer arithmetic.
+The anchors can themselves be coded this way, recursively (``depth``), so that only a sparse grid
+rests on the autoencoder's prediction. This is what lets a residual coder with no per-pixel
+sequential loop exploit local correlation (the idea of checkerboard / hierarchical interpolation
+coders); the passes are all integer arithmetic.
 """
 
 from __future__ import annotations
@@ -87,21 +89,38 @@ def run_passes(
     delta: int,
     code: Code,
     choose: Choose,
+    depth: int = 0,
 ) -> np.ndarray:
     """Reconstruct pass by pass; ``code`` codes (or decodes) each pass' residuals, ``choose`` picks
-    the predictor of passes 1–3 (encoder: the cheaper one; decoder: the flag it read)."""
+    the predictor of passes 1–3 (encoder: the cheaper one; decoder: the flag it read).
+
+    With ``depth`` D > 0 the anchors are themselves coded the same way, recursively, on the grid of
+    stride 2, 4, …: only the pixels of stride :math:`2^{D+1}` use the autoencoder's prediction.
+    Callbacks get full-resolution ``rows, cols`` and the pass number ``3·level + k`` (k = 1, 2, 3;
+    0 for the autoencoder-predicted anchors)."""
     step = 2 * delta + 1
     recon = np.zeros(predicted.shape, np.int64)
-    for k in range(4):
-        rows, cols = positions(predicted.shape, k)
-        if rows.size == 0:
-            continue
-        if k == 0:
-            prediction, contexts = predicted[rows, cols], anchor_contexts[rows, cols]
-        else:
-            options = [interpolate(recon, predicted, k, corrected, rows, cols) for corrected in (False, True)]
-            prediction, disagreement = options[choose(k, rows, cols, [p for p, _ in options])]
-            contexts = activity_class(disagreement, step)
-        q = code(k, rows, cols, prediction, contexts)
-        recon[rows, cols] = np.clip(prediction + q * step, 0, levels)
+
+    def level(n: int) -> None:
+        stride = 1 << n
+        grid, guess = recon[::stride, ::stride], predicted[::stride, ::stride]  # views
+        for k in range(4):
+            rows, cols = positions(grid.shape, k)
+            if rows.size == 0:
+                continue
+            full = (rows * stride, cols * stride)
+            if k == 0 and n < depth:
+                level(n + 1)
+                continue
+            if k == 0:
+                prediction, contexts, number = guess[rows, cols], anchor_contexts[full], 0
+            else:
+                number = 3 * n + k
+                options = [interpolate(grid, guess, k, corrected, rows, cols) for corrected in (False, True)]
+                prediction, disagreement = options[choose(number, *full, [p for p, _ in options])]
+                contexts = activity_class(disagreement, step)
+            q = code(number, *full, prediction, contexts)
+            grid[rows, cols] = np.clip(prediction + q * step, 0, levels)
+
+    level(0)
     return recon

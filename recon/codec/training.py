@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recon.codec.codec import _Slice
+from recon.codec.codec import DEPTHS, _Slice
 from recon.codec.entropy import TOKENS, tokenize
 from recon.codec.model import CONTEXTS, CodecModel, context_offset, contexts_of
 from recon.codec.network import CodecNet, residual_bits
@@ -73,14 +73,14 @@ def token_counts(model: CodecModel, images: list[tuple[np.ndarray, int]]) -> tup
             if k == 0:
                 np.add.at(anchors, (contexts, token), 1)
             else:
-                np.add.at(interpolated, (k - 1, contexts, token), 1)
+                np.add.at(interpolated, ((k - 1) % 3, contexts, token), 1)
             return q
 
         def choose(k, rows, cols, options, part=part):
             return int(np.argmin([np.abs(part.x[rows, cols] - p).sum() for p in options]))
 
         anchor_contexts = contexts_of(part.log_scale, context_offset(levels, 0))
-        run_passes(part.predicted, anchor_contexts, levels, 0, code, choose)
+        run_passes(part.predicted, anchor_contexts, levels, 0, code, choose, depth=DEPTHS[-1])
     return anchors, interpolated
 
 
