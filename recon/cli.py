@@ -496,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--latent", type=int, default=64, help="latent channels of the super-network")
     p.add_argument("--width", type=int, default=32)
-    p.add_argument("--lam", type=float, default=0.02, help="group-sparsity strength on latent channels")
+    p.add_argument("--lam", type=float, default=0.1, help="group-sparsity strength on latent channels")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_train_codec)
 

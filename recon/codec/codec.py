@@ -10,6 +10,12 @@ A slice ``x`` (integers in ``[0, 2^bits - 1]``) is coded as
    against the exact integer prediction :math:`\hat x = g_s(q)`, the other pixels against
    interpolations of the pixels already decoded; hybrid-integer tokens with per-context tables.
 
+The encoder keeps, per slice, the smallest of: the passes at polyphase depths 0–3 with the latents,
+and the passes recursed down to a single anchor without latents (where the autoencoder's prediction
+does not pay for its latents). Lossless slices with few distinct values (at most a quarter of the
+range, e.g. rescaled or quantised data) may code the ranks of their values plus the value list
+(histogram packing), when that is smaller.
+
 Quality targets: ``lossless`` (δ = 0); ``psnr=P``: latent-only when that reaches P dB, else the
 largest δ whose reconstruction reaches P (found by bisection on exact reconstructions); ``bpp=B``: the
 smallest δ whose *written* slice fits in B bits per pixel, latent-only when none does; ``delta=D``.
@@ -27,14 +33,18 @@ import torch.nn.functional as F
 
 from recon.codec.container import Header, container_overhead, read_header, write_container
 from recon.codec.entropy import Reader, Writer, tokenize, untokenize
-from recon.codec.model import LATENT_RANGE, CodecModel, context_offset, contexts_of
+from recon.codec.model import CONTEXTS, LATENT_RANGE, CodecModel, context_offset, contexts_of
 from recon.codec.network import FA
 from recon.codec.polyphase import quantize_residual, run_passes
 from recon.errors import InputError
 
 LATENT_ONLY = 0xFFFFFFFF  # δ value in a slice header that marks a latent-only slice
-_SLICE = struct.Struct("<IiBH")  # δ, anchor context offset, polyphase depth, predictor flags
-DEPTHS = (0, 1, 2, 3)  # polyphase depths the encoder tries (it keeps the smallest file)
+# δ, anchor context offset, polyphase depth (+ NO_LATENTS), predictor flags, palette size (0: none)
+_SLICE = struct.Struct("<IiBQI")
+DEPTHS = (0, 1, 2, 3)  # polyphase depths the encoder tries with latents (it keeps the smallest file)
+NO_LATENTS = 0x80  # depth bit: no latents; the passes recurse down to a single anchor at mid-grey
+MAX_DEPTH = 17
+PALETTE_BITS = 16
 
 
 @dataclass(frozen=True)
@@ -87,13 +97,16 @@ def _prediction(model: CodecModel, q: torch.Tensor, shape: tuple[int, int], leve
 class _Slice:
     """One slice's latents and prediction, shared by every δ tried on it."""
 
-    def __init__(self, model: CodecModel, x: np.ndarray, levels: int):
-        self.model, self.x, self.levels = model, x.astype(np.int64), levels
+    def __init__(self, model: CodecModel, x: np.ndarray, levels: int, palette: np.ndarray | None = None):
+        self.model, self.x, self.levels, self.palette = model, x.astype(np.int64), levels, palette
         self.q = _latents(model, x, levels)
         self.predicted, self.log_scale = _prediction(model, self.q, x.shape, levels)
 
-    def _passes(self, delta: int, depth: int, writer: Writer | None = None) -> tuple[np.ndarray, int]:
-        """Reconstruction at ``delta`` and the predictor flags; with ``writer``, code the residuals."""
+    def _passes(
+        self, delta: int, depth: int, writer: Writer | None = None, latents: bool = True
+    ) -> tuple[np.ndarray, int]:
+        """Reconstruction at ``delta`` and the predictor flags; with ``writer``, code the residuals.
+        Without ``latents`` the anchors' prediction is mid-grey (see :func:`_no_latent_prediction`)."""
         flags = 0
 
         def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray]) -> int:
@@ -111,9 +124,19 @@ class _Slice:
                 writer.tokens(token, raw, contexts, self.model.tables(k))
             return q
 
-        anchors = contexts_of(self.log_scale, context_offset(self.levels, delta))
-        recon = run_passes(self.predicted, anchors, self.levels, delta, code, choose, depth)
+        if latents:
+            predicted, anchors = (
+                self.predicted,
+                contexts_of(self.log_scale, context_offset(self.levels, delta)),
+            )
+        else:
+            predicted, anchors = _no_latent_prediction(self.x.shape, self.levels)
+        recon = run_passes(predicted, anchors, self.levels, delta, code, choose, depth)
         return recon, flags
+
+    @property
+    def palette_size(self) -> int:
+        return 0 if self.palette is None else int(self.palette.size)
 
     def reconstruction(self, delta: int) -> np.ndarray:
         """The decoded slice at ``delta`` with the deepest polyphase depth (other depths differ a
@@ -124,35 +147,55 @@ class _Slice:
         """The slice's payload at ``delta``: the smallest over the polyphase depths (among those
         whose reconstruction reaches ``min_psnr``; the deepest always does when δ was chosen for it)."""
         best = b""
-        for depth in DEPTHS[:1] if delta == LATENT_ONLY else DEPTHS:
+        candidates = [(d, True) for d in DEPTHS[: 1 if delta == LATENT_ONLY else None]]
+        if delta != LATENT_ONLY:
+            candidates.append((_full_depth(self.x.shape), False))
+        for depth, latents in candidates:
             writer = Writer()
-            symbols = (self.q[0].to(torch.int64).cpu().numpy() + LATENT_RANGE).reshape(self.q.shape[1], -1)
-            for channel, table in zip(symbols, self.model.latent_tables, strict=True):
-                writer.categorical(channel, table)
+            if self.palette is not None:
+                writer.uniform(self.palette, PALETTE_BITS)
+            if latents:
+                symbols = (self.q[0].to(torch.int64).cpu().numpy() + LATENT_RANGE).reshape(
+                    self.q.shape[1], -1
+                )
+                for channel, table in zip(symbols, self.model.latent_tables, strict=True):
+                    writer.categorical(channel, table)
             offset, flags = 0, 0
             if delta != LATENT_ONLY:
                 offset = context_offset(self.levels, delta)
-                recon, flags = self._passes(delta, depth, writer)
+                recon, flags = self._passes(delta, depth, writer, latents)
                 if (
                     min_psnr is not None
                     and depth != DEPTHS[-1]
                     and psnr(self.x, recon, self.levels) < min_psnr
                 ):
                     continue
-            payload = _SLICE.pack(delta, offset, depth, flags) + writer.bytes()
+            payload = (
+                _SLICE.pack(delta, offset, depth | (0 if latents else NO_LATENTS), flags, self.palette_size)
+                + writer.bytes()
+            )
             if not best or len(payload) < len(best):
                 best = payload
         return best
+
+
+def _full_depth(shape: tuple[int, int]) -> int:
+    """Depth at which the coarsest anchor grid is the single pixel (0, 0)."""
+    return min(MAX_DEPTH, max(0, (max(shape) - 1).bit_length() - 1))
+
+
+def _no_latent_prediction(shape: tuple[int, int], levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction mid-grey and the widest anchor context, for slices coded without latents."""
+    return np.full(shape, levels // 2, np.int64), np.full(shape, CONTEXTS - 1, np.int64)
 
 
 def _decode_residuals(
     model: CodecModel,
     reader: Reader,
     predicted: np.ndarray,
-    log_scale,
+    anchors: np.ndarray,
     levels: int,
     delta: int,
-    offset: int,
     depth: int,
     flags: int,
 ) -> np.ndarray:
@@ -163,7 +206,7 @@ def _decode_residuals(
         token, raw = reader.tokens(contexts, model.tables(k))
         return untokenize(token, raw)
 
-    return run_passes(predicted, contexts_of(log_scale, offset), levels, delta, code, choose, depth)
+    return run_passes(predicted, anchors, levels, delta, code, choose, depth)
 
 
 def psnr(x: np.ndarray, y: np.ndarray, levels: int) -> float:
@@ -242,7 +285,13 @@ def compress(
     for x in slices:
         part = _Slice(model, x, header.levels)
         delta = _choose_delta(part, quality, container_overhead(len(slices)))
-        payloads.append(part.encode(delta, quality.psnr))
+        payload = part.encode(delta, quality.psnr)
+        palette = np.unique(x)
+        if delta == 0 and 4 * palette.size <= header.levels + 1:  # few distinct values: code their ranks
+            ranks = np.searchsorted(palette, x)
+            packed = _Slice(model, ranks, max(1, palette.size - 1), palette).encode(0)
+            payload = min(payload, packed, key=len)
+        payloads.append(payload)
     return write_container(header, payloads)
 
 
@@ -264,21 +313,35 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
     for i, payload in enumerate(payloads):
         if len(payload) < _SLICE.size:
             raise InputError("corrupt codec payload (slice header cut short)")
-        delta, offset, depth, flags = _SLICE.unpack_from(payload)
-        if depth > DEPTHS[-1]:
+        delta, offset, depth, flags, palette_size = _SLICE.unpack_from(payload)
+        latents, depth = not depth & NO_LATENTS, depth & ~NO_LATENTS
+        if depth > (DEPTHS[-1] if latents else MAX_DEPTH) or (delta == LATENT_ONLY and not latents):
             raise InputError(f"corrupt codec payload (polyphase depth {depth})")
         if delta != LATENT_ONLY and delta > header.levels:
             raise InputError(f"corrupt codec payload (delta {delta} for {header.bits}-bit data)")
+        if palette_size and (delta != 0 or palette_size > header.levels + 1):
+            raise InputError(f"corrupt codec payload (palette of {palette_size} values)")
         reader = Reader(payload[_SLICE.size :])
-        symbols = np.stack([reader.categorical(h4 * w4, table) for table in model.latent_tables])
-        q = torch.from_numpy(symbols - LATENT_RANGE).reshape(1, -1, h4, w4).to(device)
-        predicted, log_scale = _prediction(model, q, (header.height, header.width), header.levels)
-        if delta == LATENT_ONLY:
-            out[i] = predicted
-            continue
-        out[i] = _decode_residuals(
-            model, reader, predicted, log_scale, header.levels, delta, offset, depth, flags
-        )
+        shape = (header.height, header.width)
+        levels = header.levels
+        palette = None
+        if palette_size:
+            palette = reader.uniform(palette_size, PALETTE_BITS)
+            if np.any(np.diff(palette) <= 0) or palette[-1] > header.levels:
+                raise InputError("corrupt codec payload (palette not increasing or out of range)")
+            levels = max(1, palette_size - 1)
+        if latents:
+            symbols = np.stack([reader.categorical(h4 * w4, table) for table in model.latent_tables])
+            q = torch.from_numpy(symbols - LATENT_RANGE).reshape(1, -1, h4, w4).to(device)
+            predicted, log_scale = _prediction(model, q, shape, levels)
+            if delta == LATENT_ONLY:
+                out[i] = predicted
+                continue
+            anchors = contexts_of(log_scale, offset)
+        else:
+            predicted, anchors = _no_latent_prediction(shape, levels)
+        values = _decode_residuals(model, reader, predicted, anchors, levels, delta, depth, flags)
+        out[i] = values if palette is None else palette[np.clip(values, 0, palette_size - 1)]
     if header.layout == 0:
         return out[0], header
     return (out if header.layout == 1 else np.moveaxis(out, 0, -1)), header

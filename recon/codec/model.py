@@ -27,7 +27,7 @@ from torch import Tensor
 
 from recon.codec.entropy import TOKENS, laplace_token_probabilities, quantize_table
 from recon.codec.network import FA, CodecNet, IntegerSynthesis
-from recon.codec.polyphase import ACTIVITY_CLASSES
+from recon.codec.polyphase import CONTEXT_CLASSES, ZERO_CLASS
 from recon.errors import InputError
 from recon.files import atomic_outputs
 
@@ -86,12 +86,13 @@ def residual_tables(token_counts: np.ndarray | None = None, prior_weight: float 
 
 
 def interpolation_tables(counts: np.ndarray | None = None, prior_weight: float = 2000.0) -> np.ndarray:
-    """Token tables ``(3, ACTIVITY_CLASSES, TOKENS)`` of the interpolated passes: a Laplace law whose
+    """Token tables ``(3, CONTEXT_CLASSES, TOKENS)`` of the interpolated passes: a Laplace law whose
     scale follows the neighbours' disagreement class, refined by observed token counts."""
-    tables = np.zeros((3, ACTIVITY_CLASSES, TOKENS), np.int64)
+    tables = np.zeros((3, CONTEXT_CLASSES, TOKENS), np.int64)
     for k in range(3):
-        for c in range(ACTIVITY_CLASSES):
-            probs = laplace_token_probabilities(0.4 * 2.0 ** max(c - 1, 0)) * prior_weight
+        for c in range(CONTEXT_CLASSES):
+            scale = 0.2 if c == ZERO_CLASS else 0.4 * 2.0 ** max(c - 1, 0)
+            probs = laplace_token_probabilities(scale) * prior_weight
             if counts is not None:
                 probs = probs + counts[k, c]
             tables[k, c] = quantize_table(probs)
@@ -176,7 +177,7 @@ def save_codec(model: CodecModel, path: str | Path) -> tuple[Path, Path]:
     tensors = {
         f"analysis.{k}": v.detach().float().contiguous() for k, v in model.net.analysis.state_dict().items()
     }
-    tensors |= model.decoder_tensors()
+    tensors |= {k: v.to(torch.int32) for k, v in model.decoder_tensors().items()}  # all fit in 32 bits
     document = {
         "format": FORMAT,
         "identity": model.identity.hex(),
@@ -202,7 +203,9 @@ def load_codec(path: str | Path) -> CodecModel:
         raise InputError("no codec model here (expected NAME.json and NAME.safetensors)", path)
     try:
         document = json.loads(description.read_text())
-        tensors = load_file(str(tensors_path))
+        tensors = {
+            k: v.long() if not v.is_floating_point() else v for k, v in load_file(str(tensors_path)).items()
+        }
         if document.get("format") != FORMAT:
             raise ValueError(f"format {document.get('format')!r}")
         config = document["decoder"]
@@ -226,7 +229,7 @@ def load_codec(path: str | Path) -> CodecModel:
     if (
         model.latent_tables.shape != (net.latent, 2 * LATENT_RANGE + 1)
         or model.residual_tables.shape != (CONTEXTS, TOKENS)
-        or model.interp_tables.shape != (3, ACTIVITY_CLASSES, TOKENS)
+        or model.interp_tables.shape != (3, CONTEXT_CLASSES, TOKENS)
     ):
         raise InputError("codec model tables have the wrong shape", path)
     return model

@@ -8,7 +8,9 @@ anchors, top/bottom anchors, or the flatter of the two pairs around a centre pix
 either plainly or as the autoencoder's prediction corrected by the neighbours' interpolated
 prediction error (the encoder picks the cheaper per pass and slice; one flag bit each). Their context
 is the neighbours' disagreement :math:`a = |n_1 - n_2|` in residual steps, as the class
-:math:`\min(\lfloor\log_2 a\rfloor + 1, 15)`, with token tables learned from training images.
+:math:`\min(\lfloor\log_2 a\rfloor + 1, 15)`, or a class of its own when the neighbours are all 0
+(background, which would otherwise cost a fraction of a bit per pixel), with token tables learned
+from training images.
 
 The anchors can themselves be coded this way, recursively (``depth``), so that only a sparse grid
 rests on the autoencoder's prediction. This is what lets a residual coder with no per-pixel
@@ -23,6 +25,8 @@ from collections.abc import Callable
 import numpy as np
 
 ACTIVITY_CLASSES = 16
+ZERO_CLASS = ACTIVITY_CLASSES  # both neighbours exactly 0 (image background): its own table
+CONTEXT_CLASSES = ACTIVITY_CLASSES + 1
 PASSES = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row parity, column parity), in coding order
 
 # code(pass, rows, cols, prediction, contexts) -> quantised residuals of those pixels
@@ -56,23 +60,25 @@ def _neighbours(
 
 
 def interpolate(recon: np.ndarray, predicted: np.ndarray, k: int, corrected: bool, rows, cols):
-    """Prediction and disagreement of pass ``k`` (1: row, 2: column, 3: centre) from ``recon``."""
+    """Prediction, disagreement and "neighbours all zero" of pass ``k`` (1: row, 2: column,
+    3: centre) from ``recon``."""
     error = recon - predicted
 
     def pair(axis):
         a, b = _neighbours(recon, rows, cols, axis)
+        zero = (a == 0) & (b == 0)
         if corrected:
             ea, eb = _neighbours(error, rows, cols, axis)
-            return predicted[rows, cols] + (ea + eb) // 2, a - b
-        return (a + b) // 2, a - b
+            return predicted[rows, cols] + (ea + eb) // 2, a - b, zero
+        return (a + b) // 2, a - b, zero
 
     if k == 1:
         return pair(1)
     if k == 2:
         return pair(0)
-    (ph, dh), (pv, dv) = pair(1), pair(0)
+    (ph, dh, zh), (pv, dv, zv) = pair(1), pair(0)
     horizontal = np.abs(dh) <= np.abs(dv)
-    return np.where(horizontal, ph, pv), np.where(horizontal, dh, dv)
+    return np.where(horizontal, ph, pv), np.where(horizontal, dh, dv), zh & zv
 
 
 def positions(shape: tuple[int, int], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,8 +123,8 @@ def run_passes(
             else:
                 number = 3 * n + k
                 options = [interpolate(grid, guess, k, corrected, rows, cols) for corrected in (False, True)]
-                prediction, disagreement = options[choose(number, *full, [p for p, _ in options])]
-                contexts = activity_class(disagreement, step)
+                prediction, disagreement, zero = options[choose(number, *full, [o[0] for o in options])]
+                contexts = np.where(zero, ZERO_CLASS, activity_class(disagreement, step))
             q = code(number, *full, prediction, contexts)
             grid[rows, cols] = np.clip(prediction + q * step, 0, levels)
 

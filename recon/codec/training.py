@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recon.codec.codec import DEPTHS, _Slice
+from recon.codec.codec import DEPTHS, _full_depth, _no_latent_prediction, _Slice
 from recon.codec.entropy import TOKENS, tokenize
 from recon.codec.model import CONTEXTS, CodecModel, context_offset, contexts_of
 from recon.codec.network import CodecNet, residual_bits
-from recon.codec.polyphase import ACTIVITY_CLASSES, run_passes
+from recon.codec.polyphase import CONTEXT_CLASSES, run_passes
 from recon.datasets.training import PatchDataset, image_pool
 from recon.sparsity import AdaBreg, GroupL12, Null
 
@@ -60,9 +60,9 @@ def prune_latents(net: CodecNet) -> CodecNet:
 
 def token_counts(model: CodecModel, images: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
     """Lossless token counts per context on ``images``: anchors ``(CONTEXTS, TOKENS)`` and interpolated
-    passes ``(3, ACTIVITY_CLASSES, TOKENS)``."""
+    passes ``(3, CONTEXT_CLASSES, TOKENS)``."""
     anchors = np.zeros((CONTEXTS, TOKENS))
-    interpolated = np.zeros((3, ACTIVITY_CLASSES, TOKENS))
+    interpolated = np.zeros((3, CONTEXT_CLASSES, TOKENS))
 
     for image, levels in images:
         part = _Slice(model, image, levels)
@@ -81,6 +81,8 @@ def token_counts(model: CodecModel, images: list[tuple[np.ndarray, int]]) -> tup
 
         anchor_contexts = contexts_of(part.log_scale, context_offset(levels, 0))
         run_passes(part.predicted, anchor_contexts, levels, 0, code, choose, depth=DEPTHS[-1])
+        flat, contexts = _no_latent_prediction(image.shape, levels)
+        run_passes(flat, contexts, levels, 0, code, choose, depth=_full_depth(image.shape))
     return anchors, interpolated
 
 
@@ -90,7 +92,7 @@ def train_codec(
     latent: int = 64,
     width: int = 32,
     start_channels: int = 4,
-    lam: float = 0.02,
+    lam: float = 0.1,
     lr: float = 1e-3,
     distortion: float = 0.0,
     batch: int = 16,
