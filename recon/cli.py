@@ -250,7 +250,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     )
     model = _codec(args.model, resolve_device(args.device))
     pairs = _paths(Path(args.input), Path(args.out), ".rcz")
-    return _each(pairs, lambda s, o: compress_file(s, o, model, quality, args.dataset), "compress")
+    return _each(pairs, lambda s, o: compress_file(s, o, model, quality, args.dataset, args.fast), "compress")
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
@@ -481,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="codec model (default: the bundled one)")
     p.add_argument("--dataset", help="h5 dataset to compress (default: reconstruction_rss/_esc)")
+    p.add_argument("--fast", action="store_true", help="skip the autoencoder path (faster encoding)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=cmd_compress)
 

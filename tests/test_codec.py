@@ -306,3 +306,15 @@ def test_few_distinct_values_are_coded_as_ranks(model):
     assert np.array_equal(decompress(data, model), x)
     _, payloads = read_header(data)
     assert _SLICE.unpack_from(payloads[0])[4] == np.unique(x).size  # the palette was used
+
+
+def test_fast_encoding_skips_the_autoencoder_and_decodes_with_the_same_codec(model, monkeypatch):
+    import recon.codec.codec as codec_module
+
+    x = _smooth((30, 34), 4095).astype(np.uint16)
+    monkeypatch.setattr(codec_module, "_latents", lambda *a: pytest.fail("autoencoder ran"))
+    assert np.array_equal(decompress(compress(x, model, fast=True), model), x)
+    assert psnr(x, decompress(compress(x, model, Quality(psnr=50.0), fast=True), model), 4095) >= 50
+    assert len(compress(x, model, Quality(bpp=3.0), fast=True)) * 8 / x.size <= 3.0
+    with pytest.raises(InputError, match="latent-only"):
+        compress(x, model, Quality(latent_only=True), fast=True)

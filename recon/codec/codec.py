@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -95,12 +96,35 @@ def _prediction(model: CodecModel, q: torch.Tensor, shape: tuple[int, int], leve
 
 
 class _Slice:
-    """One slice's latents and prediction, shared by every δ tried on it."""
+    """One slice's latents and prediction (computed once, when first needed), shared by every δ
+    tried on it. ``fast``: never run the autoencoder, code only the no-latent passes."""
 
-    def __init__(self, model: CodecModel, x: np.ndarray, levels: int, palette: np.ndarray | None = None):
+    def __init__(
+        self,
+        model: CodecModel,
+        x: np.ndarray,
+        levels: int,
+        palette: np.ndarray | None = None,
+        fast: bool = False,
+    ):
         self.model, self.x, self.levels, self.palette = model, x.astype(np.int64), levels, palette
-        self.q = _latents(model, x, levels)
-        self.predicted, self.log_scale = _prediction(model, self.q, x.shape, levels)
+        self.fast = fast
+
+    @cached_property
+    def q(self) -> torch.Tensor:
+        return _latents(self.model, self.x, self.levels)
+
+    @cached_property
+    def _synthesis(self) -> tuple[np.ndarray, torch.Tensor]:
+        return _prediction(self.model, self.q, self.x.shape, self.levels)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self._synthesis[0]
+
+    @property
+    def log_scale(self) -> torch.Tensor:
+        return self._synthesis[1]
 
     def _passes(
         self, delta: int, depth: int, writer: Writer | None = None, latents: bool = True
@@ -141,13 +165,17 @@ class _Slice:
     def reconstruction(self, delta: int) -> np.ndarray:
         """The decoded slice at ``delta`` with the deepest polyphase depth (other depths differ a
         little: every error is at most δ, but around other predictions)."""
-        return self.predicted if delta == LATENT_ONLY else self._passes(delta, DEPTHS[-1])[0]
+        if delta == LATENT_ONLY:
+            return self.predicted
+        if self.fast:
+            return self._passes(delta, _full_depth(self.x.shape), latents=False)[0]
+        return self._passes(delta, DEPTHS[-1])[0]
 
     def encode(self, delta: int, min_psnr: float | None = None) -> bytes:
         """The slice's payload at ``delta``: the smallest over the polyphase depths (among those
         whose reconstruction reaches ``min_psnr``; the deepest always does when δ was chosen for it)."""
         best = b""
-        candidates = [(d, True) for d in DEPTHS[: 1 if delta == LATENT_ONLY else None]]
+        candidates = [] if self.fast else [(d, True) for d in DEPTHS[: 1 if delta == LATENT_ONLY else None]]
         if delta != LATENT_ONLY:
             candidates.append((_full_depth(self.x.shape), False))
         for depth, latents in candidates:
@@ -164,11 +192,8 @@ class _Slice:
             if delta != LATENT_ONLY:
                 offset = context_offset(self.levels, delta)
                 recon, flags = self._passes(delta, depth, writer, latents)
-                if (
-                    min_psnr is not None
-                    and depth != DEPTHS[-1]
-                    and psnr(self.x, recon, self.levels) < min_psnr
-                ):
+                deepest = not latents if self.fast else depth == DEPTHS[-1]
+                if min_psnr is not None and not deepest and psnr(self.x, recon, self.levels) < min_psnr:
                     continue
             payload = (
                 _SLICE.pack(delta, offset, depth | (0 if latents else NO_LATENTS), flags, self.palette_size)
@@ -221,9 +246,11 @@ def _choose_delta(part: _Slice, quality: Quality, overhead: float = 0.0) -> int:
     if quality.delta is not None:
         return quality.delta
     if quality.latent_only:
+        if part.fast:
+            raise InputError("latent-only coding needs the autoencoder (not with fast encoding)")
         return LATENT_ONLY
     if quality.psnr is not None:
-        if psnr(part.x, part.reconstruction(LATENT_ONLY), part.levels) >= quality.psnr:
+        if not part.fast and psnr(part.x, part.reconstruction(LATENT_ONLY), part.levels) >= quality.psnr:
             return LATENT_ONLY
         low, high = 0, part.levels  # PSNR(low) is infinite; find the largest δ that meets the target
         while low < high:
@@ -235,8 +262,8 @@ def _choose_delta(part: _Slice, quality: Quality, overhead: float = 0.0) -> int:
             )
         return low
     budget = quality.bpp * part.x.size / 8 - overhead
-    if len(part.encode(part.levels)) > budget:
-        return LATENT_ONLY  # even the coarsest residual does not fit: latents alone
+    if len(part.encode(part.levels)) > budget:  # even the coarsest residual does not fit
+        return part.levels if part.fast else LATENT_ONLY
     low, high = 0, part.levels  # find the smallest δ whose slice fits the budget
     while low < high:
         mid = (low + high) // 2
@@ -267,9 +294,12 @@ def compress(
     *,
     kind: str = "npy",
     scale: float = 0.0,
+    fast: bool = False,
 ) -> bytes:
     """Encode a uint8/uint16 array (2-D, ``(S, H, W)`` or ``(H, W, C)``) into ``.rcz`` bytes; ``kind``
-    and ``scale`` are recorded for :mod:`recon.codec.files` (see :mod:`recon.codec.container`)."""
+    and ``scale`` are recorded for :mod:`recon.codec.files` (see :mod:`recon.codec.container`).
+    ``fast``: skip the autoencoder and code only the no-latent passes (several times faster; the
+    files decode with the same codec)."""
     quality = quality or Quality(lossless=True)
     array = np.asarray(array)
     if array.dtype not in (np.uint8, np.uint16):
@@ -283,13 +313,13 @@ def compress(
         raise InputError(f"image size {array.shape} outside the codec's limits")
     payloads = []
     for x in slices:
-        part = _Slice(model, x, header.levels)
+        part = _Slice(model, x, header.levels, fast=fast)
         delta = _choose_delta(part, quality, container_overhead(len(slices)))
         payload = part.encode(delta, quality.psnr)
         palette = np.unique(x)
         if delta == 0 and 4 * palette.size <= header.levels + 1:  # few distinct values: code their ranks
             ranks = np.searchsorted(palette, x)
-            packed = _Slice(model, ranks, max(1, palette.size - 1), palette).encode(0)
+            packed = _Slice(model, ranks, max(1, palette.size - 1), palette, fast).encode(0)
             payload = min(payload, packed, key=len)
         payloads.append(payload)
     return write_container(header, payloads)

@@ -128,11 +128,16 @@ def _write_dicom(path: Path, array: np.ndarray) -> None:
 
 
 def compress_file(
-    source: Path, out: Path, model: CodecModel, quality: Quality, dataset: str | None = None
+    source: Path,
+    out: Path,
+    model: CodecModel,
+    quality: Quality,
+    dataset: str | None = None,
+    fast: bool = False,
 ) -> dict[str, float | str]:
     """Compress one image file into ``out`` (.rcz); returns a summary with the measured bpp."""
     array, kind, scale = read_array(source, dataset)
-    data = compress(array, model, quality, kind=kind, scale=scale)
+    data = compress(array, model, quality, kind=kind, scale=scale, fast=fast)
     with atomic_outputs(out) as (tmp,):
         tmp.write_bytes(data)
     return {"input": str(source), "output": str(out), "bytes": len(data), "bpp": 8 * len(data) / array.size}
