@@ -11,10 +11,10 @@ A slice ``x`` (integers in ``[0, 2^bits - 1]``) is coded as
    interpolations of the pixels already decoded; hybrid-integer tokens with per-context tables.
 
 The encoder keeps, per slice, the smallest of: the passes at polyphase depths 0–3 with the latents,
-and the passes recursed down to a single anchor without latents (where the autoencoder's prediction
-does not pay for its latents). Lossless slices with few distinct values (at most a quarter of the
-range, e.g. rescaled or quantised data) may code the ranks of their values plus the value list
-(histogram packing), when that is smaller.
+and the passes recursed down to a grid of at most 4×4 anchors without latents (where the
+autoencoder's prediction does not pay for its latents; on every held-out image so far). Lossless
+slices with few distinct values (at most a quarter of the range, e.g. rescaled or quantised data)
+may code the ranks of their values plus the value list (histogram packing), when that is smaller.
 
 Quality targets: ``lossless`` (δ = 0); ``psnr=P``: latent-only when that reaches P dB, else the
 largest δ whose reconstruction reaches P (found by bisection on exact reconstructions); ``bpp=B``: the
@@ -43,7 +43,7 @@ LATENT_ONLY = 0xFFFFFFFF  # δ value in a slice header that marks a latent-only 
 # δ, anchor context offset, polyphase depth (+ NO_LATENTS), predictor flags, palette size (0: none)
 _SLICE = struct.Struct("<IiBQI")
 DEPTHS = (0, 1, 2, 3)  # polyphase depths the encoder tries with latents (it keeps the smallest file)
-NO_LATENTS = 0x80  # depth bit: no latents; the passes recurse down to a single anchor at mid-grey
+NO_LATENTS = 0x80  # depth bit: no latents; the passes recurse to a 4×4 anchor grid at mid-grey
 MAX_DEPTH = 17
 PALETTE_BITS = 16
 
@@ -205,8 +205,9 @@ class _Slice:
 
 
 def _full_depth(shape: tuple[int, int]) -> int:
-    """Depth at which the coarsest anchor grid is the single pixel (0, 0)."""
-    return min(MAX_DEPTH, max(0, (max(shape) - 1).bit_length() - 1))
+    """Depth at which the coarsest anchor grid is at most 4×4 pixels (coded against mid-grey: a few
+    hundred bits at most, and two fewer tiny levels of Python work)."""
+    return min(MAX_DEPTH, max(0, (max(shape) - 1).bit_length() - 3))
 
 
 def _no_latent_prediction(shape: tuple[int, int], levels: int) -> tuple[np.ndarray, np.ndarray]:
