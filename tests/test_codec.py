@@ -318,3 +318,25 @@ def test_fast_encoding_skips_the_autoencoder_and_decodes_with_the_same_codec(mod
     assert len(compress(x, model, Quality(bpp=3.0), fast=True)) * 8 / x.size <= 3.0
     with pytest.raises(InputError, match="latent-only"):
         compress(x, model, Quality(latent_only=True), fast=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("residual_rate", [True, False])
+def test_training_a_small_codec_prunes_latents_and_round_trips(residual_rate):
+    from recon.codec.training import train_codec
+
+    model, history = train_codec(
+        steps=6,
+        latent=8,
+        width=8,
+        start_channels=2,
+        lam=0.5,
+        distortion=0.0 if residual_rate else 100.0,
+        residual_rate=residual_rate,
+        batch=2,
+        progress=False,
+    )
+    assert model.net.latent == history["active_latents"][-1] <= 8
+    assert model.latent_tables.shape[0] == model.net.latent
+    x = _smooth((33, 35), 4095).astype(np.uint16)
+    assert np.array_equal(decompress(compress(x, model), model), x)
