@@ -7,7 +7,9 @@ reconstructed values of the earlier ones, so its pixels are interpolated from bo
 anchors, top/bottom anchors, or the flatter of the two pairs around a centre pixel (edge-directed) —
 either plainly or as the autoencoder's prediction corrected by the neighbours' interpolated
 prediction error (the encoder picks the cheaper per pass and slice; one flag bit each). Their context
-is the neighbours' disagreement :math:`a = |n_1 - n_2|` in residual steps, as the class
+is the neighbours' disagreement plus the residuals already coded around the pixel,
+:math:`a = |n_1 - n_2| + \sum_{4\text{-neighbours}} |q|` in residual steps (local error energy, as in
+CALIC; pixels not yet coded count 0 on both sides), as the class
 :math:`\min(\lfloor\log_2 a\rfloor + 1, 15)`, or a class of its own when the neighbours are all 0
 (background, which would otherwise cost a fraction of a bit per pixel), with token tables learned
 from training images.
@@ -106,10 +108,12 @@ def run_passes(
     0 for the autoencoder-predicted anchors)."""
     step = 2 * delta + 1
     recon = np.zeros(predicted.shape, np.int64)
+    energy = np.zeros(predicted.shape, np.int64)  # |coded residual| of each pixel coded so far
 
     def level(n: int) -> None:
         stride = 1 << n
         grid, guess = recon[::stride, ::stride], predicted[::stride, ::stride]  # views
+        errors = energy[::stride, ::stride]
         for k in range(4):
             rows, cols = positions(grid.shape, k)
             if rows.size == 0:
@@ -124,9 +128,15 @@ def run_passes(
                 number = 3 * n + k
                 options = [interpolate(grid, guess, k, corrected, rows, cols) for corrected in (False, True)]
                 prediction, disagreement, zero = options[choose(number, *full, [o[0] for o in options])]
-                contexts = np.where(zero, ZERO_CLASS, activity_class(disagreement, step))
+                nearby = sum(
+                    _neighbours(errors, rows, cols, axis)[side] for axis in (0, 1) for side in (0, 1)
+                )
+                contexts = np.where(
+                    zero, ZERO_CLASS, activity_class(np.abs(disagreement) + nearby * step, step)
+                )
             q = code(number, *full, prediction, contexts)
             grid[rows, cols] = np.clip(prediction + q * step, 0, levels)
+            errors[rows, cols] = np.abs(q)
 
     level(0)
     return recon
