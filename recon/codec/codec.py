@@ -155,7 +155,7 @@ class _Slice:
             )
         else:
             predicted, anchors = _no_latent_prediction(self.x.shape, self.levels)
-        recon = run_passes(predicted, anchors, self.levels, delta, code, choose, depth)
+        recon = run_passes(predicted, anchors, self.levels, delta, code, choose, depth, corrected=latents)
         return recon, flags
 
     @property
@@ -224,15 +224,19 @@ def _decode_residuals(
     delta: int,
     depth: int,
     flags: int,
+    latents: bool,
 ) -> np.ndarray:
     def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray]) -> int:
-        return (flags >> k) & 1
+        flag = (flags >> k) & 1
+        if flag >= len(options):
+            raise InputError("corrupt codec payload (predictor flag without latents)")
+        return flag
 
     def code(k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray):
         token, raw = reader.tokens(contexts, model.tables(k))
         return untokenize(token, raw)
 
-    return run_passes(predicted, anchors, levels, delta, code, choose, depth)
+    return run_passes(predicted, anchors, levels, delta, code, choose, depth, corrected=latents)
 
 
 def psnr(x: np.ndarray, y: np.ndarray, levels: int) -> float:
@@ -371,7 +375,7 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
             anchors = contexts_of(log_scale, offset)
         else:
             predicted, anchors = _no_latent_prediction(shape, levels)
-        values = _decode_residuals(model, reader, predicted, anchors, levels, delta, depth, flags)
+        values = _decode_residuals(model, reader, predicted, anchors, levels, delta, depth, flags, latents)
         out[i] = values if palette is None else palette[np.clip(values, 0, palette_size - 1)]
     if header.layout == 0:
         return out[0], header

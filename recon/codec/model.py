@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,7 @@ class CodecModel:
             "latent_range": LATENT_RANGE,
         }
 
-    @property
+    @cached_property
     def identity(self) -> bytes:
         """16-byte SHA-256 prefix of the decoder's tensors and settings."""
         digest = hashlib.sha256(json.dumps(self.decoder_config(), sort_keys=True).encode())

@@ -98,6 +98,7 @@ def run_passes(
     code: Code,
     choose: Choose,
     depth: int = 0,
+    corrected: bool = True,
 ) -> np.ndarray:
     """Reconstruct pass by pass; ``code`` codes (or decodes) each pass' residuals, ``choose`` picks
     the predictor of passes 1–3 (encoder: the cheaper one; decoder: the flag it read).
@@ -105,7 +106,8 @@ def run_passes(
     With ``depth`` D > 0 the anchors are themselves coded the same way, recursively, on the grid of
     stride 2, 4, …: only the pixels of stride :math:`2^{D+1}` use the autoencoder's prediction.
     Callbacks get full-resolution ``rows, cols`` and the pass number ``3·level + k`` (k = 1, 2, 3;
-    0 for the autoencoder-predicted anchors)."""
+    0 for the autoencoder-predicted anchors). ``corrected=False`` offers only the plain interpolation
+    (without latents the corrected one is the same)."""
     step = 2 * delta + 1
     recon = np.zeros(predicted.shape, np.int64)
     energy = np.zeros(predicted.shape, np.int64)  # |coded residual| of each pixel coded so far
@@ -126,11 +128,10 @@ def run_passes(
                 prediction, contexts, number = guess[rows, cols], anchor_contexts[full], 0
             else:
                 number = 3 * n + k
-                options = [interpolate(grid, guess, k, corrected, rows, cols) for corrected in (False, True)]
+                modes = (False, True) if corrected else (False,)
+                options = [interpolate(grid, guess, k, mode, rows, cols) for mode in modes]
                 prediction, disagreement, zero = options[choose(number, *full, [o[0] for o in options])]
-                nearby = sum(
-                    _neighbours(errors, rows, cols, axis)[side] for axis in (0, 1) for side in (0, 1)
-                )
+                nearby = sum(sum(_neighbours(errors, rows, cols, axis)) for axis in (0, 1))
                 contexts = np.where(
                     zero, ZERO_CLASS, activity_class(np.abs(disagreement) + nearby * step, step)
                 )

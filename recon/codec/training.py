@@ -87,7 +87,7 @@ def token_counts(model: CodecModel, images: list[tuple[np.ndarray, int]]) -> tup
         anchor_contexts = contexts_of(part.log_scale, context_offset(levels, 0))
         run_passes(part.predicted, anchor_contexts, levels, 0, code, choose, depth=DEPTHS[-1])
         flat, contexts = _no_latent_prediction(image.shape, levels)
-        run_passes(flat, contexts, levels, 0, code, choose, depth=_full_depth(image.shape))
+        run_passes(flat, contexts, levels, 0, code, choose, depth=_full_depth(image.shape), corrected=False)
     return anchors, interpolated
 
 
