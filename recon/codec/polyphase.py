@@ -6,7 +6,8 @@ are predicted by the autoencoder (context: its residual scale). Every later pass
 reconstructed values of the earlier ones, so its pixels are interpolated from both sides — left/right
 anchors, top/bottom anchors, or the flatter of the two pairs around a centre pixel (edge-directed) —
 either plainly or as the autoencoder's prediction corrected by the neighbours' interpolated
-prediction error (the encoder picks the cheaper per pass and slice; one flag bit each). Their context
+prediction error — or, for centre pixels without latents, as the mean of all four neighbours (the
+encoder picks the cheaper per pass and slice; one flag bit each). Their context
 is the neighbours' disagreement plus the residuals already coded around the pixel,
 :math:`a = |n_1 - n_2| + \sum_{4\text{-neighbours}} |q|` in residual steps (local error energy, as in
 CALIC; pixels not yet coded count 0 on both sides), as the class
@@ -61,16 +62,19 @@ def _neighbours(
     return values[rows - 1, cols], values[after, cols]
 
 
-def interpolate(recon: np.ndarray, predicted: np.ndarray, k: int, corrected: bool, rows, cols):
+PLAIN, CORRECTED, MEAN4 = 0, 1, 2
+
+
+def interpolate(recon: np.ndarray, predicted: np.ndarray, k: int, mode: int, rows, cols):
     """Prediction, disagreement and "neighbours all zero" of pass ``k`` (1: row, 2: column,
-    3: centre) from ``recon``."""
-    error = recon - predicted
+    3: centre) from ``recon``; ``mode``: PLAIN, CORRECTED or (centre only) MEAN4, the mean of all
+    four neighbours (best for noise)."""
 
     def pair(axis):
         a, b = _neighbours(recon, rows, cols, axis)
         zero = (a == 0) & (b == 0)
-        if corrected:
-            ea, eb = _neighbours(error, rows, cols, axis)
+        if mode == CORRECTED:
+            ea, eb = _neighbours(recon - predicted, rows, cols, axis)
             return predicted[rows, cols] + (ea + eb) // 2, a - b, zero
         return (a + b) // 2, a - b, zero
 
@@ -79,6 +83,8 @@ def interpolate(recon: np.ndarray, predicted: np.ndarray, k: int, corrected: boo
     if k == 2:
         return pair(0)
     (ph, dh, zh), (pv, dv, zv) = pair(1), pair(0)
+    if mode == MEAN4:
+        return (2 * (ph + pv) + 2) // 4, (np.abs(dh) + np.abs(dv)) // 2, zh & zv
     horizontal = np.abs(dh) <= np.abs(dv)
     return np.where(horizontal, ph, pv), np.where(horizontal, dh, dv), zh & zv
 
@@ -128,7 +134,7 @@ def run_passes(
                 prediction, contexts, number = guess[rows, cols], anchor_contexts[full], 0
             else:
                 number = 3 * n + k
-                modes = (False, True) if corrected else (False,)
+                modes = (PLAIN, CORRECTED) if corrected else (PLAIN, MEAN4) if k == 3 else (PLAIN,)
                 options = [interpolate(grid, guess, k, mode, rows, cols) for mode in modes]
                 prediction, disagreement, zero = options[choose(number, *full, [o[0] for o in options])]
                 nearby = sum(sum(_neighbours(errors, rows, cols, axis)) for axis in (0, 1))
