@@ -26,6 +26,7 @@ layers once for all ``K`` samples (see ``recon.uncertainty.samples``).
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -248,14 +249,20 @@ class MCDropout:
             raise InputError(f"dropout rate must be in (0, 1), got {p}")
         self.p, self.steps, self.lr, self.batch, self.layers = p, steps, lr, batch, layers
 
-    def _masked(self, net: GraphNet, names: list[str], generator: torch.Generator) -> dict[str, Tensor]:
-        """The sampled parameters with a fresh channel-dropout mask folded in (output convs exempt)."""
-        params = dict(net.named_parameters())
+    @staticmethod
+    def _dropped_convs(net: GraphNet, sampled: Mapping[str, Tensor]) -> list[str]:
+        """The sampled convolutions that get channel dropout (the output convolutions never do)."""
         fixed = set((net.spec.get("meta", {}) or {}).get("fixed", ["head"]))
-        out = {name: params[name] for name in names}
-        for name, conv in net.convs.items():
-            if name in fixed or f"convs.{name}.weight" not in out:
-                continue
+        return [name for name in net.convs if name not in fixed and f"convs.{name}.weight" in sampled]
+
+    def _masked(
+        self, net: GraphNet, sampled: Mapping[str, Tensor], convs: list[str], generator: torch.Generator
+    ) -> dict[str, Tensor]:
+        """The sampled parameters with a fresh channel-dropout mask folded into ``convs``."""
+        params = dict(net.named_parameters())
+        out = {name: params[name] for name in sampled}
+        for name in convs:
+            conv = net.convs[name]
             keep = (torch.rand(conv.out_channels, generator=generator) >= self.p).to(conv.weight.dtype)
             scale = (keep / (1 - self.p)).to(conv.weight.device)
             out[f"convs.{name}.weight"] = params[f"convs.{name}.weight"] * scale.view(-1, 1, 1, 1)
@@ -277,15 +284,15 @@ class MCDropout:
             raise InputError("MC dropout needs a GraphNet (channel masks are folded into its weights)")
         model = copy.deepcopy(model).to(device).train()
         sampled = _sampled(model, self.layers)
-        fixed = set((model.net.spec.get("meta", {}) or {}).get("fixed", ["head"]))
-        if all(f"convs.{name}.weight" not in sampled for name in model.net.convs if name not in fixed):
+        convs = self._dropped_convs(model.net, sampled)
+        if not convs:
             raise InputError(f"no layer to drop out among the last {self.layers} (output layers are exempt)")
         stream = _Stream(task, data, self.batch, generator, device)
         weights = dict(model.net.named_parameters())
         buffers = dict(model.net.named_buffers())
 
         def dropped(sample):
-            masked = {**weights, **self._masked(model.net, list(sampled), generator)}
+            masked = {**weights, **self._masked(model.net, sampled, convs, generator)}
             net = lambda x: functional_call(model.net, (masked, buffers), (x,))  # noqa: E731
             x0, scale = model.start(sample.y, sample.physics)
             y = sample.y / scale
@@ -294,7 +301,7 @@ class MCDropout:
         _fine_tune(model, task, stream, self.steps, self.lr, list(sampled.values()), dropped)
         with torch.no_grad():
             states = [
-                {k: v.detach().clone() for k, v in self._masked(model.net, list(sampled), generator).items()}
+                {k: v.detach().clone() for k, v in self._masked(model.net, sampled, convs, generator).items()}
                 for _ in range(count)
             ]
         return WeightSamples(stack_parameters(states), self.name, dict(vars(self)))

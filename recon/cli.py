@@ -88,9 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from recon.pipeline import input_files, reconstruct_file
+    from recon.pipeline import reconstruct_file
 
     params = _key_values(args.param)
     for name in ("acceleration", "center_fraction", "mask", "seed"):
@@ -121,21 +119,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         samples=args.samples,
         coverage=args.coverage,
     )
-    source, out = Path(args.input), Path(args.out)
-    if not source.is_dir():
-        print(json.dumps(reconstruct_file(source, out, **options)))
-        return 0
-    if out.exists() and not out.is_dir():
-        raise InputError("with a folder of inputs, --out must be a folder", out)
-    out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for path in tqdm(input_files(source), desc="reconstruct", leave=False, dynamic_ncols=True):
-        try:
-            print(json.dumps(reconstruct_file(path, out / f"{path.stem}.h5", **options)), flush=True)
-        except InputError as exc:
-            failures += 1
-            tqdm.write(f"recon: error: {exc}", file=sys.stderr)
-    return 2 if failures else 0
+    source = Path(args.input)
+    pairs = _paths(source, Path(args.out), None, ".h5")
+    work = lambda path, out: reconstruct_file(path, out, **options)  # noqa: E731
+    return _each(pairs, work, "reconstruct", source.is_dir())
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -205,31 +192,31 @@ def _codec(name: str | None, device: Any) -> Any:
     return model
 
 
-def _paths(source: Path, out: Path, suffix: str | None) -> list[tuple[Path, Path]]:
-    """(input, output) pairs: one file, or every file of a folder into the ``out`` folder."""
-    from recon.codec.files import SUFFIXES
+def _paths(source: Path, out: Path, suffixes: Any, suffix: str) -> list[tuple[Path, Path]]:
+    """(input, output) pairs: one file to ``out``, or each file of a folder with one of ``suffixes``
+    (``None``: what the dataset readers read) to ``out/<stem><suffix>``."""
+    from recon.pipeline import input_files
 
     if not source.is_dir():
         return [(source, out)]
     if out.exists() and not out.is_dir():
         raise InputError("with a folder of inputs, --out must be a folder", out)
-    wanted = {".rcz"} if suffix is None else set(SUFFIXES)
-    files = [p for p in sorted(source.iterdir()) if p.is_file() and p.suffix.lower() in wanted]
-    if not files:
-        raise InputError("no files to process in this folder", source)
+    files = input_files(source, suffixes)
     out.mkdir(parents=True, exist_ok=True)
-    return [(p, out / (p.stem + (suffix or ""))) for p in files]
+    return [(p, out / (p.stem + suffix)) for p in files]
 
 
-def _each(pairs: list[tuple[Path, Path]], work: Any, desc: str) -> int:
+def _each(pairs: list[tuple[Path, Path]], work: Any, desc: str, folder: bool) -> int:
+    """Run ``work(input, output)`` on every pair, one JSON line each. A single input's error ends
+    the command; in a folder it is reported and the others go on (exit 2 if any failed)."""
     from tqdm import tqdm
 
     failures = 0
-    for source, out in tqdm(pairs, desc=desc, leave=False, disable=len(pairs) == 1, dynamic_ncols=True):
+    for source, out in tqdm(pairs, desc=desc, leave=False, disable=not folder, dynamic_ncols=True):
         try:
             print(json.dumps(work(source, out)), flush=True)
         except InputError as exc:
-            if len(pairs) == 1:
+            if not folder:
                 raise
             failures += 1
             tqdm.write(f"recon: error: {exc}", file=sys.stderr)
@@ -238,7 +225,7 @@ def _each(pairs: list[tuple[Path, Path]], work: Any, desc: str) -> int:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from recon.codec import Quality
-    from recon.codec.files import compress_file
+    from recon.codec.files import SUFFIXES, compress_file
 
     lossy = (args.psnr, args.bpp, args.delta)
     quality = Quality(
@@ -249,22 +236,28 @@ def cmd_compress(args: argparse.Namespace) -> int:
         latent_only=args.latent_only,
     )
     model = _codec(args.model, resolve_device(args.device))
-    pairs = _paths(Path(args.input), Path(args.out), ".rcz")
-    return _each(pairs, lambda s, o: compress_file(s, o, model, quality, args.dataset, args.fast), "compress")
+    source = Path(args.input)
+    pairs = _paths(source, Path(args.out), SUFFIXES, ".rcz")
+    work = lambda path, out: compress_file(path, out, model, quality, args.dataset, args.fast)  # noqa: E731
+    return _each(pairs, work, "compress", source.is_dir())
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from recon.codec.files import decompress_file
 
     model = _codec(args.model, resolve_device(args.device))
-    folder = Path(args.input).is_dir()
-    pairs = _paths(Path(args.input), Path(args.out), None)
-    return _each(pairs, lambda s, o: decompress_file(s, o, model, keep_kind=folder), "decompress")
+    source = Path(args.input)
+    folder = source.is_dir()  # a folder's outputs keep the file type each input came from
+    pairs = _paths(source, Path(args.out), (".rcz",), "")
+    return _each(
+        pairs, lambda path, out: decompress_file(path, out, model, keep_kind=folder), "decompress", folder
+    )
 
 
 def cmd_train_codec(args: argparse.Namespace) -> int:
     from recon.codec import save_codec
     from recon.codec.training import train_codec
+    from recon.files import atomic_output
 
     if args.steps < 1 or args.latent < 1 or args.lam < 0:
         raise InputError("--steps and --latent must be positive and --lam non-negative")
@@ -274,7 +267,8 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_codec(model, out)
-    (out.parent / f"{out.name}.history.json").write_text(json.dumps(history) + "\n")
+    with atomic_output(out.parent / f"{out.name}.history.json") as tmp:
+        tmp.write_text(json.dumps(history) + "\n")
     print(json.dumps({"out": str(out), **model.meta, "identity": model.identity.hex()}))
     return 0
 

@@ -1,11 +1,13 @@
 """Atomic outputs: write to a temporary name in the target folder, rename when everything worked.
 
 A failure (bad input discovered late, a crash, Ctrl-C) removes the temporary files, so no half-written
-output is ever left under the requested name.
+output is ever left under the requested name. Also the JSON + safetensors file pairs that weight
+samples and codecs are stored as.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -47,3 +49,38 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Single-file form of :func:`atomic_outputs`."""
     with atomic_outputs(path) as (temp,):
         yield temp
+
+
+def pair_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
+    """``STEM.json`` and ``STEM.safetensors`` (the stem's own dots are kept)."""
+    stem = Path(stem)
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
+
+
+def write_pair(stem: str | os.PathLike, document: dict, tensors: dict) -> tuple[Path, Path]:
+    """Write a JSON description and its tensors (safetensors, never pickle) atomically, together."""
+    from safetensors.torch import save_file
+
+    description, weights = pair_paths(stem)
+    with atomic_outputs(description, weights) as (d_tmp, w_tmp):
+        d_tmp.write_text(json.dumps(document, indent=1) + "\n")
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(w_tmp))
+    return description, weights
+
+
+def read_pair(stem: str | os.PathLike, fmt: str, what: str, missing: str) -> tuple[dict, dict]:
+    """The JSON description (whose ``format`` must be ``fmt``) and tensors written by
+    :func:`write_pair`; a missing, corrupt or foreign pair is an :class:`InputError` naming ``what``."""
+    from safetensors.torch import load_file
+
+    description, weights = pair_paths(stem)
+    if not description.is_file() or not weights.is_file():
+        raise InputError(missing, stem)
+    try:
+        document = json.loads(description.read_text())
+        tensors = load_file(str(weights))
+    except Exception as exc:  # corrupt JSON or safetensors (safetensors raises its own types)
+        raise InputError(f"corrupt {what} ({exc})", stem) from None
+    if not isinstance(document, dict) or document.get("format") != fmt:
+        raise InputError(f"not a recon {what} file (expected format {fmt!r})", description)
+    return document, tensors

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,9 +88,12 @@ def model_warnings(
     return notes
 
 
-def input_files(folder: Path) -> list[Path]:
-    """Files in ``folder`` that a registered reader claims by suffix (hidden files skipped)."""
-    suffixes = {s for e in get_registry("dataset_readers").values() for s in e.meta.get("suffixes", ())}
+def input_files(folder: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
+    """Files in ``folder`` with one of ``suffixes`` (default: those a registered reader claims);
+    hidden files skipped, none found is an :class:`InputError`."""
+    if suffixes is None:
+        suffixes = {s for e in get_registry("dataset_readers").values() for s in e.meta.get("suffixes", ())}
+    suffixes = tuple(suffixes)
     files = [
         p
         for p in sorted(folder.iterdir())

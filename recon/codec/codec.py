@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -46,6 +47,7 @@ DEPTHS = (0, 1, 2, 3)  # polyphase depths the encoder tries with latents (it kee
 NO_LATENTS = 0x80  # depth bit: no latents; the passes recurse to a 4×4 anchor grid at mid-grey
 MAX_DEPTH = 17
 PALETTE_BITS = 16
+TokenSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]  # (pass, tokens, raw bits, contexts)
 
 
 @dataclass(frozen=True)
@@ -126,11 +128,12 @@ class _Slice:
     def log_scale(self) -> torch.Tensor:
         return self._synthesis[1]
 
-    def _passes(
-        self, delta: int, depth: int, writer: Writer | None = None, latents: bool = True
+    def passes(
+        self, delta: int, depth: int, sink: TokenSink | None = None, latents: bool = True
     ) -> tuple[np.ndarray, int]:
-        """Reconstruction at ``delta`` and the predictor flags; with ``writer``, code the residuals.
-        Without ``latents`` the anchors' prediction is mid-grey (see :func:`_no_latent_prediction`)."""
+        """Reconstruction at ``delta`` and the predictor flags; every pass' tokens go to ``sink``
+        (the entropy coder when encoding, counters when training the tables). Without ``latents``
+        the anchors' prediction is mid-grey (see :func:`_no_latent_prediction`)."""
         flags = 0
 
         def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray]) -> int:
@@ -143,9 +146,9 @@ class _Slice:
 
         def code(k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray):
             q = quantize_residual(self.x[rows, cols] - prediction, delta)
-            if writer is not None:
+            if sink is not None:
                 token, _, raw = tokenize(q)
-                writer.tokens(token, raw, contexts, self.model.tables(k))
+                sink(k, token, raw, contexts)
             return q
 
         if latents:
@@ -158,6 +161,9 @@ class _Slice:
         recon = run_passes(predicted, anchors, self.levels, delta, code, choose, depth, corrected=latents)
         return recon, flags
 
+    def _coder(self, writer: Writer) -> TokenSink:
+        return lambda k, token, raw, contexts: writer.tokens(token, raw, contexts, self.model.tables(k))
+
     @property
     def palette_size(self) -> int:
         return 0 if self.palette is None else int(self.palette.size)
@@ -168,8 +174,8 @@ class _Slice:
         if delta == LATENT_ONLY:
             return self.predicted
         if self.fast:
-            return self._passes(delta, _full_depth(self.x.shape), latents=False)[0]
-        return self._passes(delta, DEPTHS[-1])[0]
+            return self.passes(delta, _full_depth(self.x.shape), latents=False)[0]
+        return self.passes(delta, DEPTHS[-1])[0]
 
     def encode(self, delta: int, min_psnr: float | None = None) -> bytes:
         """The slice's payload at ``delta``: the smallest over the polyphase depths (among those
@@ -191,7 +197,7 @@ class _Slice:
             offset, flags = 0, 0
             if delta != LATENT_ONLY:
                 offset = context_offset(self.levels, delta)
-                recon, flags = self._passes(delta, depth, writer, latents)
+                recon, flags = self.passes(delta, depth, self._coder(writer), latents)
                 deepest = not latents if self.fast else depth == DEPTHS[-1]
                 if min_psnr is not None and not deepest and psnr(self.x, recon, self.levels) < min_psnr:
                     continue
@@ -314,15 +320,13 @@ def compress(
     header = Header(
         array.dtype, bit_depth(array), layout, len(slices), height, width, model.identity, kind, scale
     )
-    if not (1 <= height <= 1 << 16 and 1 <= width <= 1 << 16 and len(slices) <= 1 << 16):
-        raise InputError(f"image size {array.shape} outside the codec's limits")
     payloads = []
     for x in slices:
         part = _Slice(model, x, header.levels, fast=fast)
         delta = _choose_delta(part, quality, container_overhead(len(slices)))
         payload = part.encode(delta, quality.psnr)
-        palette = np.unique(x)
-        if delta == 0 and 4 * palette.size <= header.levels + 1:  # few distinct values: code their ranks
+        palette = np.unique(x) if delta == 0 else None
+        if palette is not None and 4 * palette.size <= header.levels + 1:  # few values: code their ranks
             ranks = np.searchsorted(palette, x)
             packed = _Slice(model, ranks, max(1, palette.size - 1), palette, fast).encode(0)
             payload = min(payload, packed, key=len)

@@ -52,6 +52,22 @@ class Header:
     kind: str = "npy"
     scale: float = 0.0
 
+    def __post_init__(self) -> None:
+        """The limits every file obeys, checked when writing and when reading."""
+        if not (math.isfinite(self.scale) and self.scale >= 0):
+            raise InputError("invalid intensity scale in a codec header")
+        if not 1 <= self.bits <= np.dtype(self.dtype).itemsize * 8:
+            raise InputError(f"bit depth {self.bits} for {self.dtype}")
+        sides = (self.slices, self.height, self.width)
+        if not all(1 <= n <= MAX_SIDE for n in sides):
+            raise InputError(f"absurd size {'×'.join(map(str, sides))} (each side at most {MAX_SIDE})")
+        if self.layout == 0 and self.slices != 1:
+            raise InputError("2-D layout with several slices")
+        if self.slices * self.height * self.width > MAX_PIXELS:
+            raise InputError(
+                f"too large ({self.slices * self.height * self.width} pixels, limit {MAX_PIXELS})"
+            )
+
     @property
     def levels(self) -> int:
         return (1 << self.bits) - 1
@@ -103,16 +119,10 @@ def read_header(data: bytes) -> tuple[Header, list[bytes]]:
         raise InputError(f"unsupported codec file version {version} (this recon reads {VERSION})")
     if code not in DTYPES or layout not in LAYOUTS or kind >= len(KINDS):
         raise InputError("corrupt codec file header (unknown dtype, layout or kind)")
-    if not (math.isfinite(scale) and scale >= 0):
-        raise InputError("corrupt codec file header (invalid intensity scale)")
-    if not 1 <= bits <= DTYPES[code].itemsize * 8:
-        raise InputError(f"corrupt codec file header (bit depth {bits} for {DTYPES[code]})")
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE and 1 <= slices <= MAX_SIDE):
-        raise InputError(f"corrupt codec file header (absurd size {slices}×{height}×{width})")
-    if layout == 0 and slices != 1:
-        raise InputError("corrupt codec file header (2-D layout with several slices)")
-    if slices * height * width > MAX_PIXELS:
-        raise InputError(f"codec file too large ({slices * height * width} pixels, limit {MAX_PIXELS})")
+    try:
+        header = Header(DTYPES[code], bits, layout, slices, height, width, identity, KINDS[kind], scale)
+    except InputError as exc:
+        raise InputError(f"corrupt codec file header ({exc})") from None
     table_end = _FIXED.size + slices * _ENTRY.size
     if len(data) < table_end + 4:
         raise InputError("truncated codec file (header cut short)")
@@ -130,5 +140,4 @@ def read_header(data: bytes) -> tuple[Header, list[bytes]]:
             raise InputError("corrupt codec file (payload checksum mismatch)")
         payloads.append(payload)
         start += n
-    header = Header(DTYPES[code], bits, layout, slices, height, width, identity, KINDS[kind], scale)
     return header, payloads

@@ -5,6 +5,8 @@ Integer images are coded exactly. Float images (fastMRI's ``reconstruction_rss``
 NPY) are first quantised to 16 bits, ``round(x / scale)`` with ``scale = max / 65535``, and come back
 as float32 ``integers × scale``: "lossless" is then exact for the 16-bit quantised values, with an
 error of at most ``scale / 2``. Outputs are written under a temporary name and renamed at the end.
+(The readers of :mod:`recon.datasets` are not used here: they return float grayscale stacks, and a
+lossless codec needs the stored integers and channels as they are.)
 """
 
 from __future__ import annotations

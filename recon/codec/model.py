@@ -23,14 +23,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from recon.codec.entropy import TOKENS, laplace_token_probabilities, quantize_table
 from recon.codec.network import FA, CodecNet, IntegerSynthesis
 from recon.codec.polyphase import CONTEXT_CLASSES, ZERO_CLASS
 from recon.errors import InputError
-from recon.files import atomic_outputs
+from recon.files import read_pair, write_pair
 
 FORMAT = "recon.codec/1"
 BUNDLED = Path(__file__).resolve().parent.parent / "bundled" / "codec"
@@ -170,14 +169,7 @@ class CodecModel:
 
 def save_codec(model: CodecModel, path: str | Path) -> tuple[Path, Path]:
     """Write ``path.json`` + ``path.safetensors`` atomically."""
-    path = Path(path)
-    description, tensors_path = (
-        path.with_name(path.name + ".json"),
-        path.with_name(path.name + ".safetensors"),
-    )
-    tensors = {
-        f"analysis.{k}": v.detach().float().contiguous() for k, v in model.net.analysis.state_dict().items()
-    }
+    tensors = {f"analysis.{k}": v.float() for k, v in model.net.analysis.state_dict().items()}
     tensors |= {k: v.to(torch.int32) for k, v in model.decoder_tensors().items()}  # all fit in 32 bits
     document = {
         "format": FORMAT,
@@ -185,10 +177,7 @@ def save_codec(model: CodecModel, path: str | Path) -> tuple[Path, Path]:
         "decoder": model.decoder_config(),
         "meta": model.meta,
     }
-    with atomic_outputs(description, tensors_path) as (d_tmp, t_tmp):
-        d_tmp.write_text(json.dumps(document, indent=1) + "\n")
-        save_file(tensors, str(t_tmp))
-    return description, tensors_path
+    return write_pair(path, document, tensors)
 
 
 def load_codec(path: str | Path) -> CodecModel:
@@ -196,19 +185,11 @@ def load_codec(path: str | Path) -> CodecModel:
     path = Path(path)
     if path.suffix in (".json", ".safetensors"):
         path = path.with_suffix("")
-    description, tensors_path = (
-        path.with_name(path.name + ".json"),
-        path.with_name(path.name + ".safetensors"),
+    document, stored = read_pair(
+        path, FORMAT, "codec model", "no codec model here (expected NAME.json and NAME.safetensors)"
     )
-    if not description.is_file() or not tensors_path.is_file():
-        raise InputError("no codec model here (expected NAME.json and NAME.safetensors)", path)
+    tensors = {k: v if v.is_floating_point() else v.long() for k, v in stored.items()}
     try:
-        document = json.loads(description.read_text())
-        tensors = {
-            k: v.long() if not v.is_floating_point() else v for k, v in load_file(str(tensors_path)).items()
-        }
-        if document.get("format") != FORMAT:
-            raise ValueError(f"format {document.get('format')!r}")
         config = document["decoder"]
         net = CodecNet(int(config["latent"]), int(config["width"]))
         net.analysis.load_state_dict({k[9:]: v for k, v in tensors.items() if k.startswith("analysis.")})
@@ -224,7 +205,7 @@ def load_codec(path: str | Path) -> CodecModel:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"corrupt or incompatible codec model ({type(exc).__name__}: {exc})", path) from None
+        raise InputError(f"incompatible codec model ({type(exc).__name__}: {exc})", path) from None
     if model.decoder_config() != config or model.identity.hex() != document.get("identity"):
         raise InputError("codec model does not match its recorded identity (modified or corrupt)", path)
     if (

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from recon.codec.codec import DEPTHS, _full_depth, _no_latent_prediction, _Slice
-from recon.codec.entropy import TOKENS, tokenize
-from recon.codec.model import CONTEXTS, CodecModel, context_offset, contexts_of
+from recon.codec.codec import DEPTHS, _full_depth, _Slice
+from recon.codec.entropy import TOKENS
+from recon.codec.model import CONTEXTS, CodecModel
 from recon.codec.network import CodecNet, residual_bits
-from recon.codec.polyphase import CONTEXT_CLASSES, run_passes
+from recon.codec.polyphase import CONTEXT_CLASSES
 from recon.datasets.training import PatchDataset, image_pool
 from recon.sparsity import AdaBreg, GroupL12, Null
 
@@ -69,25 +69,16 @@ def token_counts(model: CodecModel, images: list[tuple[np.ndarray, int]]) -> tup
     anchors = np.zeros((CONTEXTS, TOKENS))
     interpolated = np.zeros((3, CONTEXT_CLASSES, TOKENS))
 
-    for image, levels in images:
+    def count(k: int, token: np.ndarray, raw: np.ndarray, contexts: np.ndarray) -> None:
+        if k == 0:
+            np.add.at(anchors, (contexts, token), 1)
+        else:
+            np.add.at(interpolated, ((k - 1) % 3, contexts, token), 1)
+
+    for image, levels in images:  # the encoder's passes, with and without latents, counting tokens
         part = _Slice(model, image, levels)
-
-        def code(k, rows, cols, prediction, contexts, part=part):
-            q = part.x[rows, cols] - prediction
-            token = tokenize(q)[0]
-            if k == 0:
-                np.add.at(anchors, (contexts, token), 1)
-            else:
-                np.add.at(interpolated, ((k - 1) % 3, contexts, token), 1)
-            return q
-
-        def choose(k, rows, cols, options, part=part):
-            return int(np.argmin([np.abs(part.x[rows, cols] - p).sum() for p in options]))
-
-        anchor_contexts = contexts_of(part.log_scale, context_offset(levels, 0))
-        run_passes(part.predicted, anchor_contexts, levels, 0, code, choose, depth=DEPTHS[-1])
-        flat, contexts = _no_latent_prediction(image.shape, levels)
-        run_passes(flat, contexts, levels, 0, code, choose, depth=_full_depth(image.shape), corrected=False)
+        part.passes(0, DEPTHS[-1], count)
+        part.passes(0, _full_depth(image.shape), count, latents=False)
     return anchors, interpolated
 
 

@@ -14,7 +14,6 @@ more than one reconstruction, while sampling every weight costs about ``K`` time
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +21,11 @@ from typing import Any
 
 import torch
 from deepinv.physics import Physics
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from recon.errors import InputError
-from recon.files import atomic_outputs
+from recon.files import pair_paths, read_pair, write_pair
 from recon.modelio import resolve_model
 from recon.reconstructors import Reconstructor
 
@@ -62,8 +60,6 @@ def samples_path(model: str | Path, sampler: str) -> Path:
 
 
 def save_samples(samples: WeightSamples, path: str | Path) -> tuple[Path, Path]:
-    path = Path(path)
-    description, weights = path.with_name(path.name + ".json"), path.with_name(path.name + ".safetensors")
     document = {
         "format": FORMAT,
         "sampler": samples.sampler,
@@ -71,25 +67,17 @@ def save_samples(samples: WeightSamples, path: str | Path) -> tuple[Path, Path]:
         "settings": samples.settings,
         "calibration": samples.calibration,
     }
-    with atomic_outputs(description, weights) as (d_tmp, w_tmp):
-        d_tmp.write_text(json.dumps(document, indent=1) + "\n")
-        save_file({k: v.detach().cpu().contiguous() for k, v in samples.tensors.items()}, str(w_tmp))
-    return description, weights
+    return write_pair(path, document, samples.tensors)
 
 
 def load_samples(path: str | Path, model: Reconstructor | None = None) -> WeightSamples:
     """Load samples; with ``model`` their names and shapes are checked against its network."""
-    path = Path(path)
-    description, weights = path.with_name(path.name + ".json"), path.with_name(path.name + ".safetensors")
-    if not description.is_file() or not weights.is_file():
-        raise InputError("no stored weight samples (run `recon sample` first)", path)
-    try:
-        document = json.loads(description.read_text())
-        tensors = load_file(str(weights))
-    except Exception as exc:  # corrupt JSON or safetensors
-        raise InputError(f"corrupt weight samples ({exc})", path) from None
-    if document.get("format") != FORMAT or not tensors:
-        raise InputError("not a recon weight-sample file", description)
+    document, tensors = read_pair(
+        path, FORMAT, "weight samples", "no stored weight samples (run `recon sample` first)"
+    )
+    weights = pair_paths(path)[1]
+    if not tensors:
+        raise InputError("weight-sample file holds no tensors", weights)
     counts = {int(t.shape[0]) for t in tensors.values()}
     if len(counts) != 1:
         raise InputError("weight samples disagree on their number", weights)
