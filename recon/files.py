@@ -78,9 +78,12 @@ def read_pair(stem: str | os.PathLike, fmt: str, what: str, missing: str) -> tup
         raise InputError(missing, stem)
     try:
         document = json.loads(description.read_text())
-        tensors = load_file(str(weights))
-    except Exception as exc:  # corrupt JSON or safetensors (safetensors raises its own types)
-        raise InputError(f"corrupt {what} ({exc})", stem) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"corrupt {what} description ({exc})", description) from None
     if not isinstance(document, dict) or document.get("format") != fmt:
         raise InputError(f"not a recon {what} file (expected format {fmt!r})", description)
+    try:
+        tensors = load_file(str(weights))
+    except Exception as exc:  # safetensors raises its own types on corrupt files
+        raise InputError(f"corrupt {what} ({exc})", weights) from None
     return document, tensors

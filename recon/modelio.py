@@ -7,17 +7,15 @@ parameters, recipe, metrics). Bundled models live in ``recon/bundled`` and are f
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from recon.errors import InputError
-from recon.files import atomic_outputs
+from recon.files import pair_paths, read_pair, write_pair
 from recon.nets.graph import GraphNet
 from recon.reconstructors import Reconstructor
 from recon.registry import get_registry
@@ -32,8 +30,9 @@ def bundled_models() -> dict[str, Path]:
 
 
 def _stem(path: str | Path) -> Path:
+    """``m.json`` / ``m.safetensors`` / ``m`` → ``m``; other dots (``model.v2``) stay in the stem."""
     path = Path(path)
-    return path.with_suffix("") if path.suffix in (".json", ".safetensors") else path
+    return path.with_name(path.stem) if path.suffix in (".json", ".safetensors") else path
 
 
 def network_description(
@@ -61,12 +60,7 @@ def save_model(
         "reconstructor": model.config(),
         "metadata": dict(metadata or {}),
     }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
-    description, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-    with atomic_outputs(description, weights) as (d_tmp, w_tmp):
-        d_tmp.write_text(json.dumps(document, indent=1) + "\n")
-        save_file(tensors, str(w_tmp), metadata={"format": FORMAT})
-    return description, weights
+    return write_pair(stem, document, model.net.state_dict())
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
@@ -75,7 +69,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if str(name_or_path) in bundled:
         return bundled[str(name_or_path)]
     stem = _stem(name_or_path)
-    if not stem.with_suffix(".json").is_file():
+    if not pair_paths(stem)[0].is_file():
         known = ", ".join(bundled) or "none"
         raise InputError(f"model not found (bundled models: {known})", name_or_path)
     return stem
@@ -86,13 +80,7 @@ def load_model(
 ) -> tuple[Reconstructor, dict[str, Any]]:
     """Load a reconstructor and its metadata; any inconsistency is an :class:`InputError`."""
     stem = resolve_model(name_or_path)
-    description, weights = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
-    try:
-        document = json.loads(description.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"not a readable model description ({exc})", description) from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise InputError(f"not a recon model (expected format {FORMAT!r})", description)
+    document, tensors = read_pair(stem, FORMAT, "model", "model weights or description not found")
     try:
         network = document["network"]
         if network["kind"] == "graph":
@@ -100,18 +88,12 @@ def load_model(
         elif network["kind"] == "registry":
             net = get_registry("networks").build(network["name"], **network["params"])
         else:
-            raise InputError(f"unknown network kind {network['kind']!r}", description)
+            raise InputError(f"unknown network kind {network['kind']!r}", stem)
         model = Reconstructor(net, **document["reconstructor"])
     except (KeyError, TypeError) as exc:
-        raise InputError(f"incomplete model description (missing {exc})", description) from None
-    if not weights.is_file():
-        raise InputError("weights file not found", weights)
-    try:
-        tensors = load_file(str(weights))
-    except Exception as exc:  # safetensors raises its own types on corrupt files
-        raise InputError(f"cannot read weights ({exc})", weights) from None
+        raise InputError(f"incomplete model description (missing {exc})", stem) from None
     expected = model.net.state_dict()
     if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
-        raise InputError("weights do not match the model description", weights)
+        raise InputError("weights do not match the model description", stem)
     model.net.load_state_dict(tensors)
     return model.to(device).eval(), dict(document.get("metadata", {}))

@@ -114,6 +114,8 @@ def test_model_files_round_trip_and_corruption(tmp_path):
     trainer = Trainer(_config(), tmp_path / "run")
     model = trainer.deployed()
     save_model(model, tmp_path / "m", metadata={"task": {"task": "denoise"}})
+    save_model(model, tmp_path / "m.v2")  # a dotted stem keeps its dots: m.v2.json, not m.json
+    assert (tmp_path / "m.v2.json").is_file() and load_model(tmp_path / "m.v2")[1] == {}
     loaded, meta = load_model(tmp_path / "m.json")
     y = torch.rand(1, 1, 32, 32)
     physics = trainer.task.simulate(y, torch.Generator().manual_seed(0)).physics
@@ -122,7 +124,7 @@ def test_model_files_round_trip_and_corruption(tmp_path):
     assert meta == {"task": {"task": "denoise"}}
     raw = (tmp_path / "m.safetensors").read_bytes()
     (tmp_path / "m.safetensors").write_bytes(raw[:100])
-    with pytest.raises(InputError, match="cannot read weights"):
+    with pytest.raises(InputError, match="corrupt model"):
         load_model(tmp_path / "m")
     (tmp_path / "m.json").write_text('{"format": "something-else"}')
     with pytest.raises(InputError, match="not a recon model"):
