@@ -13,7 +13,8 @@ same keys, and ``key=value`` overrides). The output folder gets
 - ``history.json`` and ``training.png`` (loss, validation PSNR, density).
 
 Sparse runs (``optimizer`` = adabreg / linbreg / proxsgd) start from a sparse super-network and use
-λ control toward ``target_density``; ``adam`` trains the dense network as the baseline.
+λ control toward ``target_density``; ``adam`` trains the dense network as the baseline. Every run's
+learning rates decay on a cosine to 5% of their start (``lr_schedule = "constant"`` keeps them).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from recon.reconstructors import Reconstructor
 from recon.registry import get_registry, plugin_host
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
-from recon.sparsity.schedule import DensityController
+from recon.sparsity.schedule import DensityController, cosine_decay
 from recon.tasks import Task, build_task, evaluate
 from recon.terms import build_terms
 from recon.train import batch_at, train
@@ -65,6 +66,7 @@ class TrainConfig:
     unrolled: int = 0
     optimizer: str = "adabreg"
     lr: float = 1e-3
+    lr_schedule: str = "cosine"
     lam: float = 0.05
     target_density: float | None = 0.12
     init_density: float = 0.01
@@ -180,6 +182,8 @@ def _validate(c: TrainConfig) -> None:
         raise InputError(f"unknown optimizer {c.optimizer!r} (known: adam, {', '.join(SPARSE)})")
     if c.steps < 1 or c.batch < 1 or c.patch < 16 or c.log_every < 1 or c.val_every < 1:
         raise InputError("steps, batch, log_every and val_every must be positive and patch at least 16")
+    if c.lr_schedule not in ("constant", "cosine"):
+        raise InputError(f"unknown lr_schedule {c.lr_schedule!r} (known: constant, cosine)")
     if not (c.lr > 0 and c.lam >= 0):
         raise InputError(f"invalid lr {c.lr} or lam {c.lam}")
     if c.target_density is not None and not 0 < c.target_density <= 1:
@@ -205,6 +209,8 @@ class Trainer:
         self.control = None
         if config.optimizer in SPARSE and config.target_density is not None:
             self.control = DensityController(self.optimizer, self.model.net, config.target_density, every=10)
+        decay = cosine_decay(config.steps) if config.lr_schedule == "cosine" else (lambda t: 1.0)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
         self.terms = build_terms(config.terms)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
 
@@ -330,6 +336,7 @@ class Trainer:
         self.generator.set_state(tensors["generator"])
         if self.control is not None:
             self.control.scale = float(meta.get("lam_scale", 1.0))
+        self.schedule.last_epoch = int(meta["step"])  # the learning rates themselves came with the groups
         return int(meta["step"]), list(meta["history"])
 
     # -- running ---------------------------------------------------------------------------------
@@ -344,6 +351,12 @@ class Trainer:
             ]
         plugin_host().pm.hook.recon_train_log(step=step, metrics=entry)
         return entry
+
+    def after_step(self, step: int) -> None:
+        """λ control (sparse runs with a target density), then the learning rate for the next step."""
+        if self.control is not None:
+            self.control(step)
+        self.schedule.step()
 
     def run(self, resume: bool = False, progress: bool = True) -> dict[str, Any]:
         c = self.config
@@ -361,7 +374,7 @@ class Trainer:
             device=self.device,
             log_every=c.log_every,
             on_log=self._log,
-            after_step=self.control,
+            after_step=self.after_step,
             terms=self.terms,
             start_step=start_step,
             generator=self.generator,

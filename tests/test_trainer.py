@@ -87,6 +87,13 @@ def test_resume_continues_exactly(tmp_path):
         straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    # cosine decay f(t) = 0.05 + 0.95·½(1 + cos(πt/T)): half-way at step 4, the floor at the end
+    halfway = json.loads((tmp_path / "a" / "checkpoint-0000004" / "state.json").read_text())["param_groups"]
+    lr = straight.config.lr
+    assert halfway[0]["lr"] == pytest.approx(lr * 0.525) and halfway[0]["initial_lr"] == lr
+    assert [g["lr"] for g in resumed.optimizer.param_groups] == pytest.approx(
+        [g["initial_lr"] * 0.05 for g in straight.optimizer.param_groups]
+    )
     history_a = json.loads((tmp_path / "a" / "history.json").read_text())["history"]
     history_b = json.loads((tmp_path / "b" / "history.json").read_text())["history"]
     assert history_a == history_b

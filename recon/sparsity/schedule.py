@@ -1,4 +1,4 @@
-"""λ control toward a target weight density.
+"""λ control toward a target weight density, and the learning-rate decay used by ``recon train``.
 
 Inverse scale space gives no direct handle on the final density: it depends on λ, the step size
 and how informative the gradients are. :class:`DensityController` measures the density of the
@@ -10,6 +10,9 @@ active group forever).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
 
 from torch import nn
 
@@ -51,3 +54,16 @@ class DensityController:
             return
         self.optimizer.scale_regularization(change, keep_weights=self.keep_weights)
         self.scale *= change
+
+
+def cosine_decay(steps: int, floor: float = 0.05) -> Callable[[int], float]:
+    r"""The factor :math:`f(t) = \phi + (1-\phi)\,\tfrac12\,(1 + \cos(\pi t / T))` applied to every
+    group's initial learning rate after :math:`t` of :math:`T` steps (``torch.optim.lr_scheduler.LambdaLR``
+    takes it). Closed form in :math:`t`, so a resumed run only needs the step count."""
+    if steps < 1 or not 0 <= floor <= 1:
+        raise InputError(f"invalid cosine decay: steps {steps}, floor {floor}")
+
+    def factor(t: int) -> float:
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
+
+    return factor
