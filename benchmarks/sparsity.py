@@ -13,6 +13,9 @@ images (the MR test subjects and the camera / astronaut photographs, whole image
 - **linbreg** / **adabreg**: sparse start (1% of channels, gates closed), group ℓ1,2 on channels and
   ℓ1 on gates, λ controlled toward ``--target`` density by :class:`recon.sparsity.schedule.DensityController`.
 
+Every method's learning rates decay on the same cosine as ``recon train`` (``--lr-schedule constant``
+keeps them fixed, as the tables before that change did).
+
 Reported per method: PSNR / SSIM, weight density, active channels, FLOPs of the compacted network
 (at 256×256), CPU inference time of the compacted vs the dense network, and the time of a training
 step (forward, backward, optimizer) relative to Adam, measured interleaved on the same network.
@@ -31,13 +34,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import LambdaLR
 
 from recon.datasets.training import PatchDataset, image_pool
 from recon.nets import GLOBAL_RESIDUAL, GraphNet, channel_report, compact, flops, gated_unet
 from recon.reconstructors import Reconstructor
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
-from recon.sparsity.schedule import DensityController
+from recon.sparsity.schedule import DensityController, cosine_decay
 from recon.tasks import build_task, evaluate
 from recon.train import train
 
@@ -154,6 +158,10 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         name: str, model: Reconstructor, opt: torch.optim.Optimizer, steps: int, control=None, after=None
     ):
         start = time.perf_counter()
+        hooks = [f for f in (control, after) if f is not None]
+        if args.lr_schedule == "cosine":  # as `recon train`: every method's learning rates decay alike
+            decay = LambdaLR(opt, cosine_decay(steps))
+            hooks.append(lambda s: decay.step())
         history = train(
             model,
             task,
@@ -163,7 +171,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             batch=args.batch,
             seed=1,
             log_every=max(steps // 10, 1),
-            after_step=(lambda s: [f(s) for f in (control, after) if f is not None]),
+            after_step=(lambda s: [f(s) for f in hooks]),
             on_log=lambda s: {"density": density(model.net)},
             description=f"{task_name}/{name}",
         )
@@ -285,6 +293,7 @@ def main() -> None:
     parser.add_argument(
         "--linbreg-lam", dest="linbreg_lam", type=float, default=0.003, help="initial λ of LinBreg"
     )
+    parser.add_argument("--lr-schedule", dest="lr_schedule", default="cosine", choices=("cosine", "constant"))
     parser.add_argument("--adam-lr", dest="adam_lr", type=float, default=1e-3)
     parser.add_argument("--adabreg-lr", dest="adabreg_lr", type=float, default=1e-3)
     parser.add_argument("--linbreg-lr", dest="linbreg_lr", type=float, default=0.1)

@@ -25,8 +25,9 @@ BUNDLED = Path(__file__).parent / "bundled"
 
 
 def bundled_models() -> dict[str, Path]:
-    """Names and paths (without suffix) of the models shipped with recon."""
-    return {p.stem: p.with_suffix("") for p in sorted(BUNDLED.glob("*.json"))}
+    """Names and paths (without suffix) of the models shipped with recon (not their weight samples,
+    ``NAME.SAMPLER.samples.json``, which sit beside them)."""
+    return {p.stem: p.with_suffix("") for p in sorted(BUNDLED.glob("*.json")) if "." not in p.stem}
 
 
 def _stem(path: str | Path) -> Path:
