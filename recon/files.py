@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,6 +66,7 @@ def write_pair(stem: str | os.PathLike, document: dict, tensors: dict) -> tuple[
     with atomic_outputs(description, weights) as (d_tmp, w_tmp):
         d_tmp.write_text(json.dumps(document, indent=1) + "\n")
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(w_tmp))
+        shutil.copymode(d_tmp, w_tmp)  # safetensors writes 0600; give the pair the same (umask) mode
     return description, weights
 
 
