@@ -20,13 +20,18 @@ All four return :class:`recon.uncertainty.WeightSamples` (K stacked weight sets)
 Every sampler takes ``layers``: ``0`` samples every weight; ``N`` samples only the network's last ``N``
 layers (subnetwork inference, Daxberger et al. 2021; last-layer Bayesian nets), the rest stays at the
 trained weights. The samples then store only those layers, and inference computes the shared earlier
-layers once for all ``K`` samples (see ``recon.uncertainty.samples``).
+layers once for all ``K`` samples (see ``recon.uncertainty.samples``). For unrolled reconstructions
+``iterations`` = ``m`` samples the weights of the last ``m`` network passes only: the earlier passes
+keep the trained weights (held constant while sampling), so inference runs them once for all ``K``.
+With a shared network this is the posterior over an untied copy of the last pass's weights given the
+trained earlier passes, the unrolled counterpart of last-layer sampling.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -61,6 +66,32 @@ def _sampled(model: Reconstructor, layers: int) -> dict[str, nn.Parameter]:
     return chosen
 
 
+def _reconstruction(
+    model: Reconstructor,
+    sample: Any,
+    iterations: int,
+    trained: Mapping[str, Tensor],
+    network: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """The model's reconstruction of a simulated ``sample`` with ``network`` (default: its net) in
+    the last ``iterations`` network passes (``0``: all); the earlier passes use the ``trained``
+    weights as constants, as ``recon.uncertainty.predict_samples`` evaluates such samples."""
+    network = model.net if network is None else network
+    x, scale = model.start(sample.y, sample.physics)
+    y = sample.y / scale
+    first = model.tail_start(iterations)
+    with torch.no_grad():
+        x = model.body(
+            lambda v: functional_call(model.net, dict(trained), (v,)), x, y, sample.physics, stop=first
+        )
+    x = model.body(network, x, y, sample.physics, start=first)
+    return model.consistency(x, y, sample.physics) * scale
+
+
+def _trained(model: Reconstructor) -> dict[str, Tensor]:
+    return {name: p.detach().clone() for name, p in model.net.named_parameters()}
+
+
 class _Stream:
     """Batches of fresh simulated training samples, in a reproducible order."""
 
@@ -89,21 +120,31 @@ class LangevinSampler:
         prior_std: float,
         batch: int,
         layers: int,
+        iterations: int,
     ):
         if data_size <= 0 or prior_std <= 0 or batch < 1:
             raise InputError("data_size and prior_std must be positive and batch at least 1")
         self.step, self.burn_in, self.thin, self.temperature = step, burn_in, thin, temperature
         self.data_size, self.prior_std, self.batch, self.layers = data_size, prior_std, batch, layers
+        self.iterations = iterations
 
     def settings(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
-    def _gradient(self, model: Reconstructor, stream: _Stream, noise_var: float, params: list[Tensor]):
+    def _gradient(
+        self,
+        model: Reconstructor,
+        stream: _Stream,
+        noise_var: float,
+        params: list[Tensor],
+        trained: Mapping[str, Tensor],
+    ):
 
         def grad(theta: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
             sample = stream()
             with torch.enable_grad():
-                nll = _per_sample_sse(model(sample.y, sample.physics), sample.target).mean() / (2 * noise_var)
+                prediction = _reconstruction(model, sample, self.iterations, trained)
+                nll = _per_sample_sse(prediction, sample.target).mean() / (2 * noise_var)
                 grads = torch.autograd.grad(nll, params)
             g_bar = [-g for g in grads]
             g_u = [self.data_size * g + t / self.prior_std**2 for g, t in zip(grads, theta, strict=True)]
@@ -123,13 +164,15 @@ class LangevinSampler:
         progress: bool = False,
     ) -> WeightSamples:
         model = copy.deepcopy(model).to(device).train()
+        model.tail_start(self.iterations)  # validates
+        trained = _trained(model)
         stream = _Stream(task, data, self.batch, generator, device)
         with torch.no_grad():
             errors = [task.loss(model(s.y, s.physics), s.target) for s in (stream() for _ in range(4))]
         noise_var = float(torch.stack(errors).mean())
         sampled = _sampled(model, self.layers)
         params = list(sampled.values())
-        grad = self._gradient(model, stream, noise_var, params)
+        grad = self._gradient(model, stream, noise_var, params, trained)
         states = self._chain(params, grad, count, generator, progress)
         names = list(sampled)
         settings = {**self.settings(), "noise_var": noise_var}
@@ -152,6 +195,7 @@ class PSGLD(LangevinSampler):
         batch: int = 4,
         alpha: float = 0.99,
         layers: int = 0,
+        iterations: int = 0,
     ):
         super().__init__(
             step=2 * lr / data_size,
@@ -162,6 +206,7 @@ class PSGLD(LangevinSampler):
             prior_std=prior_std,
             batch=batch,
             layers=layers,
+            iterations=iterations,
         )
         self.alpha = alpha
 
@@ -194,6 +239,7 @@ class BAOAB(LangevinSampler):
         batch: int = 4,
         friction: float = 10.0,
         layers: int = 0,
+        iterations: int = 0,
     ):
         super().__init__(
             step=step,
@@ -204,6 +250,7 @@ class BAOAB(LangevinSampler):
             prior_std=prior_std,
             batch=batch,
             layers=layers,
+            iterations=iterations,
         )
         self.friction = friction
 
@@ -223,19 +270,17 @@ class BAOAB(LangevinSampler):
 
 
 def _fine_tune(
-    model: Reconstructor,
     task: Task,
     stream: _Stream,
     steps: int,
     lr: float,
     params: list[Tensor],
-    params_for_step=None,
+    reconstruction: Callable[[Any], Tensor],
 ) -> None:
     optimizer = torch.optim.Adam(params, lr=lr)
     for _ in range(steps):
         sample = stream()
-        prediction = model(sample.y, sample.physics) if params_for_step is None else params_for_step(sample)
-        loss = task.loss(prediction, sample.target)
+        loss = task.loss(reconstruction(sample), sample.target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -244,10 +289,19 @@ def _fine_tune(
 class MCDropout:
     name = "mc-dropout"
 
-    def __init__(self, p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4, layers: int = 0):
+    def __init__(
+        self,
+        p: float = 0.1,
+        steps: int = 200,
+        lr: float = 1e-4,
+        batch: int = 4,
+        layers: int = 0,
+        iterations: int = 0,
+    ):
         if not 0 < p < 1:
             raise InputError(f"dropout rate must be in (0, 1), got {p}")
         self.p, self.steps, self.lr, self.batch, self.layers = p, steps, lr, batch, layers
+        self.iterations = iterations
 
     @staticmethod
     def _dropped_convs(net: GraphNet, sampled: Mapping[str, Tensor]) -> list[str]:
@@ -283,6 +337,8 @@ class MCDropout:
         if not isinstance(model.net, GraphNet):
             raise InputError("MC dropout needs a GraphNet (channel masks are folded into its weights)")
         model = copy.deepcopy(model).to(device).train()
+        model.tail_start(self.iterations)  # validates
+        trained = _trained(model)
         sampled = _sampled(model, self.layers)
         convs = self._dropped_convs(model.net, sampled)
         if not convs:
@@ -294,11 +350,9 @@ class MCDropout:
         def dropped(sample):
             masked = {**weights, **self._masked(model.net, sampled, convs, generator)}
             net = lambda x: functional_call(model.net, (masked, buffers), (x,))  # noqa: E731
-            x0, scale = model.start(sample.y, sample.physics)
-            y = sample.y / scale
-            return model.consistency(model.body(net, x0, y, sample.physics), y, sample.physics) * scale
+            return _reconstruction(model, sample, self.iterations, trained, net)
 
-        _fine_tune(model, task, stream, self.steps, self.lr, list(sampled.values()), dropped)
+        _fine_tune(task, stream, self.steps, self.lr, list(sampled.values()), dropped)
         with torch.no_grad():
             states = [
                 {k: v.detach().clone() for k, v in self._masked(model.net, sampled, convs, generator).items()}
@@ -311,10 +365,16 @@ class Ensemble:
     name = "ensemble"
 
     def __init__(
-        self, steps: int = 100, lr: float = 2e-4, perturbation: float = 0.05, batch: int = 4, layers: int = 0
+        self,
+        steps: int = 100,
+        lr: float = 2e-4,
+        perturbation: float = 0.05,
+        batch: int = 4,
+        layers: int = 0,
+        iterations: int = 0,
     ):
         self.steps, self.lr, self.perturbation = steps, lr, perturbation
-        self.batch, self.layers = batch, layers
+        self.batch, self.layers, self.iterations = batch, layers, iterations
 
     def run(
         self,
@@ -327,6 +387,8 @@ class Ensemble:
         device: torch.device,
         progress: bool = False,
     ) -> WeightSamples:
+        model.tail_start(self.iterations)  # validates
+        trained = _trained(model)
         states = []
         for member in range(count):
             copy_ = copy.deepcopy(model).to(device).train()
@@ -337,7 +399,10 @@ class Ensemble:
                     p.add_(noise * self.perturbation * p.detach().pow(2).mean().sqrt())  # relative to the RMS
             stream = _Stream(task, data, self.batch, torch.Generator().manual_seed(int(member) + 7), device)
             stream.step = member * self.steps
-            _fine_tune(copy_, task, stream, self.steps, self.lr, list(sampled.values()))
+            reconstruction = functools.partial(
+                _reconstruction, copy_, iterations=self.iterations, trained=trained
+            )
+            _fine_tune(task, stream, self.steps, self.lr, list(sampled.values()), reconstruction)
             states.append({k: v.detach().clone() for k, v in sampled.items()})
         return WeightSamples(stack_parameters(states), self.name, dict(vars(self)))
 
@@ -351,9 +416,12 @@ def psgld(
     prior_std: float = 1.0,
     batch: int = 4,
     layers: int = 0,
+    iterations: int = 0,
 ) -> PSGLD:
     """Preconditioned SGLD on the network weights (Li et al. 2016); ``layers``: sample only the last N."""
-    return PSGLD(lr, burn_in, thin, temperature, data_size, prior_std, batch, layers=layers)
+    return PSGLD(
+        lr, burn_in, thin, temperature, data_size, prior_std, batch, layers=layers, iterations=iterations
+    )
 
 
 def baoab(
@@ -366,21 +434,27 @@ def baoab(
     batch: int = 4,
     friction: float = 10.0,
     layers: int = 0,
+    iterations: int = 0,
 ) -> BAOAB:
     """Underdamped Langevin (BAOAB splitting) on the network weights; ``layers``: only the last N."""
-    return BAOAB(step, burn_in, thin, temperature, data_size, prior_std, batch, friction, layers)
+    return BAOAB(step, burn_in, thin, temperature, data_size, prior_std, batch, friction, layers, iterations)
 
 
 def mc_dropout(
-    p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4, layers: int = 0
+    p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4, layers: int = 0, iterations: int = 0
 ) -> MCDropout:
     """Channel dropout, fine-tuned then sampled (Gal & Ghahramani 2016); ``layers``: only the last N."""
-    return MCDropout(p, steps, lr, batch, layers)
+    return MCDropout(p, steps, lr, batch, layers, iterations)
 
 
 def ensemble(
-    steps: int = 100, lr: float = 2e-4, perturbation: float = 0.05, batch: int = 4, layers: int = 0
+    steps: int = 100,
+    lr: float = 2e-4,
+    perturbation: float = 0.05,
+    batch: int = 4,
+    layers: int = 0,
+    iterations: int = 0,
 ) -> Ensemble:
     """Fine-tuned ensemble from perturbed copies of the trained weights; ``layers``: only the last N
     (a multi-head ensemble on a shared trunk)."""
-    return Ensemble(steps, lr, perturbation, batch, layers)
+    return Ensemble(steps, lr, perturbation, batch, layers, iterations)

@@ -93,15 +93,46 @@ class Reconstructor(nn.Module):
             return torch.complex(out[:, :1], out[:, 1:2])
         return torch.polar(out.abs(), like.angle())
 
-    def body(self, network: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, physics: Physics) -> Tensor:
-        """The normalised estimate before data consistency, with ``network`` for the net."""
+    @property
+    def passes(self) -> int:
+        """How many times the network runs in one reconstruction."""
+        return max(self.unrolled, 1)
+
+    def tail_start(self, iterations: int) -> int:
+        """The first of the last ``iterations`` network passes (``0``: all passes, so pass 0)."""
+        if not 0 <= iterations <= self.passes:
+            raise InputError(f"iterations must be 0 (all) to {self.passes} for this model, got {iterations}")
+        return self.passes - iterations if iterations else 0
+
+    def body(
+        self,
+        network: Callable[[Tensor], Tensor],
+        x: Tensor,
+        y: Tensor,
+        physics: Physics,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> Tensor:
+        """The normalised estimate before data consistency, with ``network`` for the net: passes
+        ``start .. stop-1`` from the state ``x`` (the starting image for ``start = 0``)."""
+        stop = self.passes if stop is None else stop
+        if start >= stop:
+            return x
         if not self.unrolled:
             return self.from_net(network(self.to_net(x)), x)
-        step = 1.0 / (exact_norm(physics) or operator_norm(physics, x[:1].detach(), iterations=30)) ** 2
-        for _ in range(self.unrolled):
-            z = x - step * physics.A_adjoint(physics.A(x) - y)
+        step = self.step_size(x, physics)
+        for _ in range(start, stop):
+            z = self.data_step(x, y, physics, step)
             x = self.from_net(network(self.to_net(z)), z)
         return x
+
+    def step_size(self, x: Tensor, physics: Physics) -> float:
+        r""":math:`\eta = 1/\|A\|^2` (closed form where known, else power iteration on ``x``'s shape)."""
+        return 1.0 / (exact_norm(physics) or operator_norm(physics, x[:1].detach(), iterations=30)) ** 2
+
+    def data_step(self, x: Tensor, y: Tensor, physics: Physics, step: float) -> Tensor:
+        r"""One gradient step on the data term, :math:`x - \eta A^H(Ax - y)` (unrolled passes)."""
+        return x - step * physics.A_adjoint(physics.A(x) - y)
 
     def consistency(self, x: Tensor, y: Tensor, physics: Physics) -> Tensor:
         """Data consistency (none, replace or soft) of a normalised estimate."""

@@ -17,6 +17,7 @@ from recon.nets import (
     gated_unet,
     load_graph,
     save_graph,
+    stacked_forward,
 )
 from recon.nets.graph import FORMAT
 
@@ -106,6 +107,36 @@ def test_compaction_preserves_outputs_and_cuts_flops(seed, family):
         assert float((a - b).abs().max()) <= tol * max(1.0, float(a.abs().max()))
     assert flops(small.spec, (32, 32)) < flops(net.spec, (32, 32))
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("family", ["unet", "autoencoder"])
+@pytest.mark.parametrize("subset", ["all", "last", "gates"])
+@pytest.mark.parametrize("per_sample_input", [False, True])
+def test_stacked_forward_matches_one_pass_per_weight_set(family, subset, per_sample_input):
+    spec = (
+        gated_unet(widths=(4, 8), blocks=1)
+        if family == "unet"
+        else gated_autoencoder(widths=(4, 8), latent=6)
+    )
+    net = compact(_sparsify(GraphNet(spec), seed=3)).double()  # compacted: take/to/offset/const nodes
+    params = {n: p.detach() for n, p in net.named_parameters()}
+    names = {
+        "all": list(params),
+        "last": [n for n in params if n.startswith(f"convs.{net.conv_nodes()[-1]['name']}.")],
+        "gates": [n for n in params if n.startswith("gates.")] or list(params)[:2],
+    }[subset]
+    k, g = 3, torch.Generator().manual_seed(0)
+    stacked = {
+        n: params[n] + 0.1 * torch.randn((k, *params[n].shape), generator=g, dtype=torch.float64)
+        for n in names
+    }
+    shape = (k, 2, 1, 16, 16) if per_sample_input else (2, 1, 16, 16)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out = stacked_forward(net, {**params, **stacked}, set(stacked), x, k)
+        for i in range(k):
+            net.load_state_dict({n: t[i] for n, t in stacked.items()}, strict=False)
+            torch.testing.assert_close(out[i], net(x[i] if per_sample_input else x), rtol=1e-10, atol=1e-12)
 
 
 def test_closed_blocks_and_dead_units_disappear():

@@ -151,20 +151,37 @@ def test_subnetwork_parameters_are_the_last_layers():
 
 
 @pytest.mark.parametrize("layers", [0, 2])
-@pytest.mark.parametrize("unrolled", [0, 2])
-def test_batched_and_looped_inference_agree(layers, unrolled):
+@pytest.mark.parametrize("unrolled, iterations", [(0, 0), (2, 0), (2, 1), (3, 2)])
+@pytest.mark.parametrize("plain", [False, True])
+def test_batched_and_looped_inference_agree(layers, unrolled, iterations, plain):
+    """GraphNets run the samples as grouped convolutions, other networks through vmap; with
+    ``iterations`` the earlier unrolled passes keep the trained weights."""
     model = _tiny_model()
+    if plain:  # not a GraphNet
+        model.net = torch.nn.Sequential(
+            torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 3, padding=1)
+        )
     model.unrolled = unrolled
     physics = build_operator("mri", (24, 24), acceleration=4.0)
     y = physics.A(torch.randn(3, 1, 24, 24, dtype=torch.complex64))
     samples = _perturbed_samples(model, layers=layers)
+    samples.settings["iterations"] = iterations
+    trained = {n: p.detach().clone() for n, p in model.net.named_parameters()}
+    first = unrolled - iterations if iterations else 0
     with torch.no_grad():
         batched = predict_samples(model, samples, y, physics, chunk=2)
         for k in range(samples.count):
-            weights = {n: t[k] for n, t in samples.tensors.items()}
-            model.net.load_state_dict(weights, strict=False)
-            torch.testing.assert_close(batched[k], model(y, physics), rtol=1e-4, atol=1e-5)
+            x, scale = model.start(y, physics)
+            x = model.body(model.net, x, y / scale, physics, stop=first)
+            model.net.load_state_dict({n: t[k] for n, t in samples.tensors.items()}, strict=False)
+            x = model.body(model.net, x, y / scale, physics, start=first)
+            looped = model.consistency(x, y / scale, physics) * scale
+            model.net.load_state_dict(trained)
+            torch.testing.assert_close(batched[k], looped, rtol=1e-4, atol=1e-5)
     assert batched.shape == (5, 3, 1, 24, 24)
+    samples.settings["iterations"] = model.passes + 1
+    with pytest.raises(InputError, match="iterations"):
+        predict_samples(model, samples, y, physics)
 
 
 def test_null_space_projector_is_idempotent_and_annihilated():
@@ -228,9 +245,9 @@ def test_samples_round_trip_and_validation(tmp_path):
         load_samples(tmp_path / "absent")
 
 
-@pytest.mark.parametrize("layers", [0, 3])
+@pytest.mark.parametrize("layers, iterations", [(0, 0), (3, 0), (0, 1)])
 @pytest.mark.parametrize("name", ["psgld", "baoab", "mc-dropout", "ensemble"])
-def test_sampler_plugins_draw_distinct_weight_sets(name, layers, monkeypatch, tmp_path):
+def test_sampler_plugins_draw_distinct_weight_sets(name, layers, iterations, monkeypatch, tmp_path):
     from recon.datasets.phantom import PhantomDataset
     from recon.tasks import build_task
 
@@ -241,8 +258,9 @@ def test_sampler_plugins_draw_distinct_weight_sets(name, layers, monkeypatch, tm
         "mc-dropout": {"steps": 2, "p": 0.5},
         "ensemble": {"steps": 2},
     }[name]
-    sampler = get_registry("samplers").build(name, **small, layers=layers)
+    sampler = get_registry("samplers").build(name, **small, layers=layers, iterations=iterations)
     model = _tiny_model()
+    model.unrolled = 2
     trained = {n: p.detach().clone() for n, p in model.net.named_parameters()}
     task = build_task("mri", acceleration=4.0)
 
@@ -261,6 +279,9 @@ def test_sampler_plugins_draw_distinct_weight_sets(name, layers, monkeypatch, tm
     assert all(torch.equal(p, trained[n]) for n, p in model.net.named_parameters())  # model untouched
     assert any(not torch.equal(t[0], t[1]) for t in samples.tensors.values())
     assert json.dumps(samples.settings)  # JSON-able settings
+    assert samples.settings["iterations"] == iterations  # what inference needs to use them
+    with pytest.raises(InputError, match="iterations"):
+        run(get_registry("samplers").build(name, **small, iterations=3))
     if name == "mc-dropout":  # the output layer is never dropped: nothing to sample in it alone
         with pytest.raises(InputError, match="no layer to drop out"):
             run(get_registry("samplers").build(name, **small, layers=1))

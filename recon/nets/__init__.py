@@ -3,6 +3,7 @@
 from recon.nets.compact import channel_report, compact
 from recon.nets.graph import GraphNet, flops, load_graph, save_graph
 from recon.nets.search_spaces import GLOBAL_RESIDUAL, gated_autoencoder, gated_unet
+from recon.nets.stacked import stacked_forward
 
 __all__ = [
     "GLOBAL_RESIDUAL",
@@ -14,4 +15,5 @@ __all__ = [
     "gated_unet",
     "load_graph",
     "save_graph",
+    "stacked_forward",
 ]
