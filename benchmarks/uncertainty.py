@@ -10,8 +10,9 @@ calibration): empirical coverage of the 90% intervals (target 0.85–0.95), Spea
 (target ≥ 0.5), AUSE (lower is better), AUROC for localising the pixels whose error is above the
 volume's 95th percentile (target ≥ 0.85), PSNR of the posterior mean, and the time of the K-sample
 maps relative to one reconstruction of the same slices (target ≤ 8× for K = 16). Each sampler runs
-twice: over every weight (``layers=0``) and over the last ``N`` layers only (subnetwork inference,
-``--layers``), whose shared trunk ``vmap`` evaluates once.
+once per ``--variants`` entry: over every weight (``all``), over the last ``N`` layers only
+(``layers=N``, subnetwork inference) and over the last ``M`` passes of an unrolled model only
+(``iterations=M``); what the samples do not touch is evaluated once for all of them.
 
 Peer: deepinv's ``ULA`` (unadjusted Langevin on the image, ``ScorePrior`` around deepinv's
 ``TVDenoiser``, L2 data fidelity) on the same measurements; its intervals are Gaussian
@@ -23,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +139,14 @@ def ula_peer(problems: list[Problem], iterations: int, seed: int) -> dict[str, A
     return {**weighted(rows), "seconds": seconds}
 
 
+def private_copy(model: Path, folder: Path) -> Path:
+    """A copy of a bundled model, so that sampling writes its samples beside the copy, not into the
+    package (where they would replace the shipped ones)."""
+    for suffix in (".json", ".safetensors"):
+        shutil.copyfile(model.with_suffix(suffix), folder / f"{model.name}{suffix}")
+    return folder / model.name
+
+
 def rounded(row: dict[str, float]) -> str:
     return json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
 
@@ -147,9 +158,10 @@ def main() -> None:
     parser.add_argument("--samplers", default=",".join(SAMPLERS))
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument(
-        "--layers",
-        default="0,3",
-        help="sample every weight (0) and/or only the last N layers, comma-separated",
+        "--variants",
+        default="all,layers=3,iterations=1",
+        help="sampler options, one run each, comma-separated: all (every weight), layers=N (the "
+        "last N layers), iterations=M (the last M unrolled passes)",
     )
     parser.add_argument("--ula-iterations", dest="ula_iterations", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
@@ -165,37 +177,40 @@ def main() -> None:
         "samples": args.samples,
         "settings": {},
     }
+    scratch = Path(tempfile.mkdtemp(prefix="recon-uncertainty-"))
     for name in args.settings.split(","):
         run = Path(args.runs) / name / "model"
-        model_path = run if run.with_suffix(".json").is_file() else bundled_models()[name]
+        model_path = (
+            run if run.with_suffix(".json").is_file() else private_copy(bundled_models()[name], scratch)
+        )
         problems = test_problems(SETTINGS[name])
         print(f"{name}: model {model_path}, {sum(p.y.shape[0] for p in problems)} test slices", flush=True)
         rows: dict[str, Any] = {}
-        for layers in (int(n) for n in args.layers.split(",")):
+        for variant in args.variants.split(","):
             for sampler in args.samplers.split(","):
                 label, spec = (
                     (sampler, sampler)
-                    if not layers
-                    else (f"{sampler} last {layers}", f"{sampler}:layers={layers}")
+                    if variant == "all"
+                    else (f"{sampler} {variant}", f"{sampler}:{variant}")
                 )
                 rows[label] = recon_sampler(model_path, spec, problems, args.samples, args.seed)
-                print(f"  {label:18s} {rounded(rows[label])}", flush=True)
+                print(f"  {label:24s} {rounded(rows[label])}", flush=True)
         rows["deepinv ULA (TV)"] = ula_peer(problems, args.ula_iterations, args.seed)
         print(f"  {'ULA':18s} {rounded(rows['deepinv ULA (TV)'])}")
         out["settings"][name] = rows
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
     print()
-    header = f"{'method':22s} {'PSNR':>6} {'cover90':>7} {'Spearman':>8} {'AUSE':>6} {'AUROC':>6} {'×one':>6}"
+    header = f"{'method':26s} {'PSNR':>6} {'cover90':>7} {'Spearman':>8} {'AUSE':>6} {'AUROC':>6} {'×one':>6}"
     for name, rows in out["settings"].items():
         print(f"{name}\n{header}")
         for method, r in rows.items():
             if "failed" in r:
-                print(f"{method:22s} {r['failed']}")
+                print(f"{method:26s} {r['failed']}")
                 continue
             ratio = f"{r['time_vs_one']:6.1f}" if "time_vs_one" in r else "     —"
             print(
-                f"{method:22s} {r['psnr']:6.2f} {r['coverage']:7.3f} {r['spearman']:8.3f} "
+                f"{method:26s} {r['psnr']:6.2f} {r['coverage']:7.3f} {r['spearman']:8.3f} "
                 f"{r['ause']:6.3f} {r['auroc']:6.3f} {ratio}"
             )
 

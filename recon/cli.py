@@ -424,7 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw weight samples of a model for uncertainty maps")
     p.add_argument("--model", required=True, help="bundled model name or path")
-    p.add_argument("--sampler", default="psgld", help="psgld, baoab, mc-dropout, ensemble (name:key=value)")
+    p.add_argument(
+        "--sampler",
+        default="psgld",
+        help="psgld, baoab, mc-dropout, ensemble, with options as name:key=value,... (e.g. "
+        "mc-dropout:iterations=1 samples only an unrolled model's last pass; layers=N its last N layers)",
+    )
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--out", help="output stem (default: beside the model, MODEL.SAMPLER.samples)")
     p.add_argument("--seed", type=int, default=0)

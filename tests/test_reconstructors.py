@@ -63,6 +63,20 @@ def test_unrolled_uses_the_gradient_step():
     torch.testing.assert_close(x, physics.A_adjoint(y))
 
 
+def test_unrolled_passes_split_anywhere():
+    y, physics, _ = _mri_sample()
+    model = Reconstructor(_net(2), init="adjoint", unrolled=3)
+    x, scale = model.start(y, physics)
+    with torch.no_grad():
+        whole = model.body(model.net, x, y / scale, physics)
+        for split in range(4):
+            head = model.body(model.net, x, y / scale, physics, stop=split)
+            torch.testing.assert_close(model.body(model.net, head, y / scale, physics, start=split), whole)
+    assert model.passes == 3 and model.tail_start(1) == 2 and model.tail_start(0) == 0
+    with pytest.raises(InputError, match="iterations"):
+        model.tail_start(4)
+
+
 def test_measurement_init_for_square_operators():
     physics = build_operator("blur", (24, 24), sigma=1.0)
     y = physics.A(torch.rand(1, 1, 24, 24))
