@@ -148,7 +148,16 @@ def predict_samples(
     return torch.cat(outputs) * scale
 
 
-def _vmapped_passes(model, weights, sampled, x, y, physics, first) -> Tensor:
+def _vmapped_passes(
+    model: Reconstructor,
+    weights: Mapping[str, Tensor],
+    sampled: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    physics: Physics,
+    first: int,
+) -> Tensor:
+    """The sampled passes, from ``first`` on, ``vmap``-ped over the samples (any network)."""
     buffers = dict(model.net.named_buffers())
 
     def passes(part: dict[str, Tensor]) -> Tensor:
@@ -160,7 +169,15 @@ def _vmapped_passes(model, weights, sampled, x, y, physics, first) -> Tensor:
     return vmap(passes)(sampled)
 
 
-def _stacked_passes(model, weights, sampled, x, y, physics, first) -> Tensor:
+def _stacked_passes(
+    model: Reconstructor,
+    weights: Mapping[str, Tensor],
+    sampled: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    physics: Physics,
+    first: int,
+) -> Tensor:
     """The sampled passes with every sample's network evaluated in one grouped pass; ``x`` is shared
     until the first sampled pass, then ``(K, B, ...)``."""
     k = int(next(iter(sampled.values())).shape[0])
