@@ -41,7 +41,7 @@ bundled-models: $(STAMP)
 	  cp runs/$$r/model.json recon/bundled/$$r.json; \
 	  cp runs/$$r/model.safetensors recon/bundled/$$r.safetensors; \
 	done
-	$(BIN)/recon sample --model mri-4x --sampler mc-dropout --samples 16
+	$(BIN)/recon sample --model mri-4x --sampler mc-dropout:iterations=1 --samples 16
 	$(BIN)/recon calibrate --model mri-4x --uncertainty mc-dropout --coverage 0.9
 
 lint: $(STAMP)

@@ -9,7 +9,8 @@ network (2×128×128, two CPU threads, K = 16): ``vmap`` 0.37–0.45 s, a Python
 Every activation that depends on the samples stays in the grouped layout ``(N, K·C, H, W)``
 (sample-major channel blocks, channels-last memory) from layer to layer, so that
 
-- a convolution is ``conv2d(groups=K)``; a convolution of concatenated inputs is the sum of one
+- a convolution of a shared input with K weight sets is one convolution with K·C_out output
+  channels; of grouped inputs, ``conv2d(groups=K)``; a convolution of concatenated inputs is the sum of one
   grouped convolution per input, :math:`W * [a; b] = W_a * a + W_b * b`, with no concatenated copy;
 - the ``take``/``to`` channel placement of an addition is a 1×1 grouped convolution with a 0/1
   matrix (exact), which on channels-last tensors beats ``index_select``/``index_add`` several times;
@@ -127,17 +128,21 @@ def _conv(
     conv = net.convs[name]
     weight, bias = params[f"convs.{name}.weight"], params[f"convs.{name}.bias"]
     inputs = _gated(node, params, stacked, values, k)
-    grouped = any(v.grouped for v in inputs) or {f"convs.{name}.weight", f"convs.{name}.bias"} & stacked
+    weight_stacked = f"convs.{name}.weight" in stacked or f"convs.{name}.bias" in stacked
+    grouped = any(v.grouped for v in inputs)
     mode = conv.padding_mode if conv.padding_mode != "zeros" else "constant"
     pad = (conv.padding[0],) * 4
     if not grouped:
         x = inputs[0].tensor if len(inputs) == 1 else torch.cat([v.tensor for v in inputs], dim=1)
+        if weight_stacked:  # one input, K weight sets: one convolution with K·C_out output channels
+            weight = _stacked(weight, name, "weight", stacked, k).flatten(0, 1)
+            bias = _stacked(bias, name, "bias", stacked, k).flatten()
         y = F.conv2d(F.pad(x, pad, mode=mode), weight, bias, stride=conv.stride)
     else:
         # conv(cat(a, b), W) = conv(a, W_a) + conv(b, W_b): no concatenated copy of the inputs, and
         # several times faster on a CPU than one grouped convolution of the concatenation
-        weight = weight if f"convs.{name}.weight" in stacked else weight.expand(k, *weight.shape)
-        bias = bias.flatten() if f"convs.{name}.bias" in stacked else bias.repeat(k)
+        weight = _stacked(weight, name, "weight", stacked, k)
+        bias = _stacked(bias, name, "bias", stacked, k).flatten()
         y, first = None, 0
         for value in inputs:
             x = value.as_grouped(k).contiguous(memory_format=torch.channels_last)
@@ -153,7 +158,12 @@ def _conv(
             y = part if y is None else y + part
     if node.get("act", "relu") == "relu":
         y = F.relu(y)
-    return _Value(y, bool(grouped), int(node["out"]))
+    return _Value(y, grouped or weight_stacked, int(node["out"]))
+
+
+def _stacked(tensor: Tensor, conv: str, kind: str, stacked: set[str], k: int) -> Tensor:
+    """A convolution's weight or bias with its leading sample dimension (broadcast when shared)."""
+    return tensor if f"convs.{conv}.{kind}" in stacked else tensor.expand(k, *tensor.shape)
 
 
 def _add(
