@@ -136,22 +136,16 @@ class GraphNet(nn.Module):
             elif op == "add":
                 values[name] = self._add(values, node)
             elif op == "upsample":
-                src = values[node["inputs"][0]]
-                size = (
-                    values[node["inputs"][1]].shape[-2:]
-                    if len(node["inputs"]) > 1
-                    else tuple(int(node.get("scale", 2)) * d for d in src.shape[-2:])
-                )
-                values[name] = (
-                    src
-                    if src.shape[-2:] == size
-                    else F.interpolate(src, size=size, mode="bilinear", align_corners=False)
-                )
+                like = values[node["inputs"][1]] if len(node["inputs"]) > 1 else None
+                values[name] = upsample(node, values[node["inputs"][0]], like)
             else:
-                like = values[node["inputs"][0]]
-                const = getattr(self, f"const_{name}").to(like.dtype)
-                values[name] = const[None, :, None, None].expand(like.shape[0], -1, *like.shape[-2:])
+                values[name] = self.constant(name, values[node["inputs"][0]])
         return values[self.spec["output"]]
+
+    def constant(self, node: str, like: Tensor) -> Tensor:
+        """A ``const`` node's channels at ``like``'s batch and spatial size."""
+        const = getattr(self, f"const_{node}").to(like.dtype)
+        return const[None, :, None, None].expand(like.shape[0], -1, *like.shape[-2:])
 
     def _add(self, values: dict[str, Tensor], node: Mapping[str, Any]) -> Tensor:
         inputs = self._gated(values, node)
@@ -174,6 +168,16 @@ class GraphNet(nn.Module):
 
     def conv_nodes(self) -> list[Mapping[str, Any]]:
         return [n for n in self.spec["nodes"] if n["op"] == "conv"]
+
+
+def upsample(node: Mapping[str, Any], src: Tensor, like: Tensor | None) -> Tensor:
+    """An ``upsample`` node: bilinear resize of ``src`` to ``like``'s spatial size, or by ``scale``."""
+    size = (
+        like.shape[-2:] if like is not None else tuple(int(node.get("scale", 2)) * d for d in src.shape[-2:])
+    )
+    return (
+        src if src.shape[-2:] == size else F.interpolate(src, size=size, mode="bilinear", align_corners=False)
+    )
 
 
 def spatial_sizes(spec: Mapping[str, Any], size: tuple[int, int]) -> dict[str, tuple[int, int]]:

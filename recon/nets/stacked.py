@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon.nets.graph import GraphNet
+from recon.nets.graph import GraphNet, upsample
 
 
 class _Value:
@@ -72,23 +72,11 @@ def stacked_forward(
             values[name] = _add(net, node, params, stacked, values, k)
         elif op == "upsample":
             src = values[node["inputs"][0]]
-            size = (
-                values[node["inputs"][1]].tensor.shape[-2:]
-                if len(node["inputs"]) > 1
-                else tuple(int(node.get("scale", 2)) * d for d in src.tensor.shape[-2:])
-            )
-            resized = (
-                src.tensor
-                if src.tensor.shape[-2:] == size
-                else F.interpolate(src.tensor, size=size, mode="bilinear", align_corners=False)
-            )
-            values[name] = _Value(resized, src.grouped, src.channels)
+            like = values[node["inputs"][1]].tensor if len(node["inputs"]) > 1 else None
+            values[name] = _Value(upsample(node, src.tensor, like), src.grouped, src.channels)
         else:
-            like = values[node["inputs"][0]].tensor
-            const = getattr(net, f"const_{name}").to(like.dtype)
-            values[name] = _Value(
-                const[None, :, None, None].expand(like.shape[0], -1, *like.shape[-2:]), False, len(const)
-            )
+            const = net.constant(name, values[node["inputs"][0]].tensor)
+            values[name] = _Value(const, False, const.shape[1])
     out = values[net.spec["output"]]
     return out.as_5d(k).transpose(0, 1)
 
