@@ -25,7 +25,7 @@ from torch.func import functional_call, vmap
 
 from recon.datasets.readers import read_scan
 from recon.datasets.training import packaged_mr_root
-from recon.modelio import bundled_models, load_model
+from recon.modelio import load_model
 from recon.nets import stacked_forward
 from recon.reconstruct import prepare
 from recon.uncertainty import WeightSamples, predict_samples, subnetwork_parameters
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = load_model(bundled_models()[args.model])[0].eval()
+    model = load_model(args.model)[0].eval()  # a bundled name or a path
     net, k = model.net, args.samples
     volume = sorted((packaged_mr_root() / "test").glob("*.h5"))[0]
     problem = prepare(read_scan(volume), "mri", {"acceleration": 4.0, "center_fraction": 0.08, "seed": 0})
