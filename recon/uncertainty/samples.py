@@ -12,7 +12,7 @@ what does not depend on the samples runs once (the passes before the sampled one
 network the layers before the first sampled one), and the rest runs batched over the samples
 (grouped convolutions for GraphNets, ``vmap`` otherwise). On a CPU a network pass over all ``K``
 weight sets costs about ``K`` single passes, so the cost of ``K`` samples is set by how much is
-shared: sampling only the last of three unrolled passes makes K = 16 cost about 6 reconstructions.
+shared: sampling only the last of three unrolled passes makes K = 16 cost 6–8 reconstructions.
 """
 
 from __future__ import annotations
