@@ -23,6 +23,7 @@ Peer: deepinv's ``ULA`` (unadjusted Langevin on the image, ``ScorePrior`` around
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import platform
 import shutil
@@ -199,7 +200,8 @@ def main() -> None:
         "samples": args.samples,
         "settings": {},
     }
-    scratch = Path(tempfile.mkdtemp(prefix="recon-uncertainty-"))
+    scratch = Path(tempfile.mkdtemp(prefix="recon-uncertainty-"))  # copies of bundled models
+    atexit.register(shutil.rmtree, scratch, True)
     for name in args.settings.split(","):
         run = Path(args.runs) / name / "model"
         model_path = (

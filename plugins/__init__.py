@@ -16,7 +16,7 @@ def recon_register_training_terms(register: Register) -> None:
 
 @hookimpl
 def recon_register_samplers(register: Register) -> None:
-    register("psgld", samplers.psgld)
-    register("baoab", samplers.baoab)
-    register("mc-dropout", samplers.mc_dropout)
-    register("ensemble", samplers.ensemble)
+    register("psgld", samplers.PSGLD)
+    register("baoab", samplers.BAOAB)
+    register("mc-dropout", samplers.MCDropout)
+    register("ensemble", samplers.Ensemble)

@@ -81,9 +81,7 @@ def _reconstruction(
     y = sample.y / scale
     first = model.tail_start(iterations)
     with torch.no_grad():
-        x = model.body(
-            lambda v: functional_call(model.net, dict(trained), (v,)), x, y, sample.physics, stop=first
-        )
+        x = model.body(lambda v: functional_call(model.net, trained, (v,)), x, y, sample.physics, stop=first)
     x = model.body(network, x, y, sample.physics, start=first)
     return model.consistency(x, y, sample.physics) * scale
 
@@ -105,7 +103,8 @@ class _Stream:
 
 
 class LangevinSampler:
-    """Shared set-up of pSGLD and BAOAB on the network weights."""
+    """Shared set-up of pSGLD and BAOAB on the network weights (the registered samplers are the
+    classes themselves: their constructor's keywords are the CLI's ``name:key=value`` options)."""
 
     name = "langevin"
 
@@ -182,6 +181,8 @@ class LangevinSampler:
 
 
 class PSGLD(LangevinSampler):
+    """Preconditioned SGLD on the network weights (Li et al. 2016); ``layers``: sample only the last N."""
+
     name = "psgld"
 
     def __init__(
@@ -226,6 +227,8 @@ class PSGLD(LangevinSampler):
 
 
 class BAOAB(LangevinSampler):
+    """Underdamped Langevin (BAOAB splitting) on the network weights; ``layers``: only the last N."""
+
     name = "baoab"
 
     def __init__(
@@ -287,6 +290,8 @@ def _fine_tune(
 
 
 class MCDropout:
+    """Channel dropout, fine-tuned then sampled (Gal & Ghahramani 2016); ``layers``: only the last N."""
+
     name = "mc-dropout"
 
     def __init__(
@@ -362,6 +367,9 @@ class MCDropout:
 
 
 class Ensemble:
+    """Fine-tuned ensemble from perturbed copies of the trained weights; ``layers``: only the last N
+    (a multi-head ensemble on a shared trunk)."""
+
     name = "ensemble"
 
     def __init__(
@@ -405,56 +413,3 @@ class Ensemble:
             _fine_tune(task, stream, self.steps, self.lr, list(sampled.values()), reconstruction)
             states.append({k: v.detach().clone() for k, v in sampled.items()})
         return WeightSamples(stack_parameters(states), self.name, dict(vars(self)))
-
-
-def psgld(
-    lr: float = 1e-4,
-    burn_in: int = 100,
-    thin: int = 10,
-    temperature: float = 1.0,
-    data_size: float = 64.0,
-    prior_std: float = 1.0,
-    batch: int = 4,
-    layers: int = 0,
-    iterations: int = 0,
-) -> PSGLD:
-    """Preconditioned SGLD on the network weights (Li et al. 2016); ``layers``: sample only the last N."""
-    return PSGLD(
-        lr, burn_in, thin, temperature, data_size, prior_std, batch, layers=layers, iterations=iterations
-    )
-
-
-def baoab(
-    step: float = 1e-5,
-    burn_in: int = 100,
-    thin: int = 10,
-    temperature: float = 1.0,
-    data_size: float = 64.0,
-    prior_std: float = 1.0,
-    batch: int = 4,
-    friction: float = 10.0,
-    layers: int = 0,
-    iterations: int = 0,
-) -> BAOAB:
-    """Underdamped Langevin (BAOAB splitting) on the network weights; ``layers``: only the last N."""
-    return BAOAB(step, burn_in, thin, temperature, data_size, prior_std, batch, friction, layers, iterations)
-
-
-def mc_dropout(
-    p: float = 0.1, steps: int = 200, lr: float = 1e-4, batch: int = 4, layers: int = 0, iterations: int = 0
-) -> MCDropout:
-    """Channel dropout, fine-tuned then sampled (Gal & Ghahramani 2016); ``layers``: only the last N."""
-    return MCDropout(p, steps, lr, batch, layers, iterations)
-
-
-def ensemble(
-    steps: int = 100,
-    lr: float = 2e-4,
-    perturbation: float = 0.05,
-    batch: int = 4,
-    layers: int = 0,
-    iterations: int = 0,
-) -> Ensemble:
-    """Fine-tuned ensemble from perturbed copies of the trained weights; ``layers``: only the last N
-    (a multi-head ensemble on a shared trunk)."""
-    return Ensemble(steps, lr, perturbation, batch, layers, iterations)

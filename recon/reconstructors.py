@@ -112,15 +112,17 @@ class Reconstructor(nn.Module):
         physics: Physics,
         start: int = 0,
         stop: int | None = None,
+        step: float | None = None,
     ) -> Tensor:
-        """The normalised estimate before data consistency, with ``network`` for the net: passes
-        ``start .. stop-1`` from the state ``x`` (the starting image for ``start = 0``)."""
+        r"""The normalised estimate before data consistency, with ``network`` for the net: passes
+        ``start .. stop-1`` from the state ``x`` (the starting image for ``start = 0``); ``step``:
+        the data step :math:`\eta` when already known (see :meth:`step_size`)."""
         stop = self.passes if stop is None else stop
         if start >= stop:
             return x
         if not self.unrolled:
             return self.from_net(network(self.to_net(x)), x)
-        step = self.step_size(x, physics)
+        step = self.step_size(x, physics) if step is None else step
         for _ in range(start, stop):
             z = self.data_step(x, y, physics, step)
             x = self.from_net(network(self.to_net(z)), z)

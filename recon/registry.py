@@ -300,8 +300,8 @@ def _params(kind: str, factory: Callable[..., Any]) -> tuple[Param, ...]:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
         return ()
-    try:
-        hints = typing.get_type_hints(factory)
+    try:  # a class is registered as its own factory: its constructor's annotations
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
     except Exception:
         hints = {}
     skip = CONTEXT_PARAMS.get(kind, frozenset())

@@ -148,26 +148,49 @@ class GraphNet(nn.Module):
         return const[None, :, None, None].expand(like.shape[0], -1, *like.shape[-2:])
 
     def _add(self, values: dict[str, Tensor], node: Mapping[str, Any]) -> Tensor:
-        inputs = self._gated(values, node)
-        takes, tos = node.get("take"), node.get("to")
-        if takes is None and tos is None and not node.get("offset"):
-            out = inputs[0]
-            for t in inputs[1:]:
-                out = out + t
-            return out
-        first = inputs[0]
-        out = first.new_zeros(first.shape[0], self.channels[node["name"]], *first.shape[-2:])
-        if node.get("offset"):
-            out = out + getattr(self, f"offset_{node['name']}").to(first.dtype)[None, :, None, None]
-        for i, t in enumerate(inputs):
-            take = (takes or [None] * len(inputs))[i]
-            to = (tos or [None] * len(inputs))[i]
-            part = t if take is None else t[:, take]
-            out = out + part if to is None else out.index_add(1, torch.tensor(to, device=t.device), part)
-        return out
+        widths = [self.channels[i] for i in node["inputs"]]
+        return add_node(self, node, self._gated(values, node), widths)
 
     def conv_nodes(self) -> list[Mapping[str, Any]]:
         return [n for n in self.spec["nodes"] if n["op"] == "conv"]
+
+
+def add_node(
+    net: GraphNet, node: Mapping[str, Any], inputs: list[Tensor], widths: list[int], copies: int = 1
+) -> Tensor:
+    """An ``add`` node: the sum of its (gated) ``inputs``, each input's channels ``take`` placed at
+    output channels ``to``, plus the ``offset``. The tensors' channels may come in ``copies`` blocks
+    of ``widths[i]`` (one per weight set, :mod:`recon.nets.stacked`); every block is combined alike.
+
+    Choosing and placing channels is a 1×1 convolution with a 0/1 matrix (exact for finite inputs):
+    on channels-last tensors several times faster than ``index_select`` / ``index_add``."""
+    channels = net.channels[node["name"]]
+    takes = node.get("take") or [None] * len(inputs)
+    tos = node.get("to") or [None] * len(inputs)
+    out = None
+    for t, width, take, to in zip(inputs, widths, takes, tos, strict=True):
+        identity = (take is None or take == list(range(width))) and (
+            to is None or to == list(range(channels))
+        )
+        if not identity:
+            t = F.conv2d(t, _placement(take, to, width, channels, copies, t), groups=copies)
+        out = t if out is None else out + t
+    if node.get("offset"):
+        offset = getattr(net, f"offset_{node['name']}").to(out.dtype).repeat(copies)
+        out = out + offset.view(1, -1, 1, 1)
+    return out
+
+
+def _placement(
+    take: list[int] | None, to: list[int] | None, width: int, channels: int, copies: int, like: Tensor
+) -> Tensor:
+    """Weights ``(copies·channels, width, 1, 1)`` of the 1×1 convolution that puts input channels
+    ``take`` at output channels ``to`` in each of ``copies`` channel blocks."""
+    matrix = like.new_zeros(channels, width)
+    rows = torch.tensor(to if to is not None else range(channels), device=like.device)
+    cols = torch.tensor(take if take is not None else range(width), device=like.device)
+    matrix[rows, cols] = 1
+    return matrix.repeat(copies, 1)[:, :, None, None]
 
 
 def upsample(node: Mapping[str, Any], src: Tensor, like: Tensor | None) -> Tensor:

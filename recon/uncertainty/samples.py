@@ -145,15 +145,16 @@ def predict_samples(
     x0, scale = model.start(y, physics)
     y = y / scale
     first = model.tail_start(int(samples.settings.get("iterations", 0) or 0))
-    shared = model.body(net, x0, y, physics, stop=first)
+    step = model.step_size(x0, physics) if model.unrolled else 0.0  # once for every pass and sample
+    shared = model.body(net, x0, y, physics, stop=first, step=step)
     if chunk is None:
         pixels = x0.shape[0] * x0.shape[-2] * x0.shape[-1]
         chunk = samples.count if device.type != "cpu" else max(1, CPU_SAMPLE_PIXELS // pixels)
+    run = _stacked_passes if isinstance(net, GraphNet) else _vmapped_passes
     outputs = []
     for start in range(0, samples.count, chunk):
         part = {k: v[start : start + chunk].to(device) for k, v in samples.tensors.items()}
-        run = _stacked_passes if isinstance(net, GraphNet) else _vmapped_passes
-        x = run(model, weights, part, shared, y, physics, first)
+        x = run(model, weights, part, shared, y, physics, first, step)
         outputs.append(vmap(lambda v: model.consistency(v, y, physics))(x))
     return torch.cat(outputs) * scale
 
@@ -166,6 +167,7 @@ def _vmapped_passes(
     y: Tensor,
     physics: Physics,
     first: int,
+    step: float,
 ) -> Tensor:
     """The sampled passes, from ``first`` on, ``vmap``-ped over the samples (any network)."""
     buffers = dict(model.net.named_buffers())
@@ -174,7 +176,7 @@ def _vmapped_passes(
         def network(v: Tensor) -> Tensor:
             return functional_call(model.net, ({**weights, **part}, buffers), (v,))
 
-        return model.body(network, x, y, physics, start=first)
+        return model.body(network, x, y, physics, start=first, step=step)
 
     return vmap(passes)(sampled)
 
@@ -187,12 +189,12 @@ def _stacked_passes(
     y: Tensor,
     physics: Physics,
     first: int,
+    step: float,
 ) -> Tensor:
     """The sampled passes with every sample's network evaluated in one grouped pass; ``x`` is shared
     until the first sampled pass, then ``(K, B, ...)``."""
     k = int(next(iter(sampled.values())).shape[0])
     params, names = {**weights, **sampled}, set(sampled)
-    step = model.step_size(x, physics) if model.unrolled else 0.0
     per_sample = False
     for _ in range(first, model.passes):
         if model.unrolled:
