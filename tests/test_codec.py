@@ -14,8 +14,13 @@ from hypothesis import strategies as st
 
 from recon.codec import CodecModel, CodecNet, Quality, compress, decompress, load_codec, psnr, save_codec
 from recon.codec.entropy import (
+    CHUNK,
+    PRIOR_WEIGHT,
     TABLE_TOTAL,
     TOKENS,
+    AdaptiveContexts,
+    Reader,
+    Writer,
     laplace_token_probabilities,
     quantize_table,
     tokenize,
@@ -56,6 +61,45 @@ def test_laplace_token_probabilities_match_rounded_laplace_samples(scale):
 def test_quantized_tables_are_positive_and_sum_to_the_total():
     counts = quantize_table(np.array([1e-12, 0.5, 0.5 - 1e-12, 0.0]))
     assert counts.sum() == TABLE_TOTAL and counts.min() >= 1
+
+
+def test_adaptive_probabilities_are_the_prior_plus_the_counts_so_far():
+    prior = np.stack([quantize_table(laplace_token_probabilities(s)) for s in (0.5, 4.0)])
+    state = AdaptiveContexts(2)
+    assert np.array_equal(state.probabilities(prior, np.array([1, 0])), prior[[1, 0]] / TABLE_TOTAL)
+    state.update(np.array([1, 1, 1, 0]), np.array([7, 7, 3, 0]))
+    p = state.probabilities(prior, np.array([1]))[0]
+    expected = (PRIOR_WEIGHT * prior[1, 7] + 2 * TABLE_TOTAL) / (TABLE_TOTAL * (PRIOR_WEIGHT + 3))
+    assert p[7] == pytest.approx(expected, rel=1e-15) and p.sum() == pytest.approx(1.0, rel=1e-15)
+
+
+def test_adaptive_chunks_tile_the_pass_and_grow_with_the_counts():
+    state = AdaptiveContexts(1)
+    sizes = []
+    for part in state.chunks(40 * CHUNK):
+        sizes.append(part.stop - part.start)
+        state.update(np.zeros(sizes[-1], np.int64), np.zeros(sizes[-1], np.int64))
+    assert sum(sizes) == 40 * CHUNK and sizes[0] == CHUNK and max(sizes) > 2 * CHUNK
+    assert len(sizes) < 40
+
+
+def test_adaptive_tokens_round_trip_and_cost_less_when_the_prior_is_wrong():
+    rng = np.random.default_rng(0)
+    contexts = rng.integers(0, 3, 5000)
+    token, _, raw = tokenize(np.round(rng.laplace(0, 40.0, 5000)).astype(np.int64))
+    wrong = np.stack([quantize_table(laplace_token_probabilities(0.5))] * 3)  # expects tiny residuals
+    sizes = []
+    for adaptive in (False, True):
+        writer = Writer()
+        if adaptive:
+            writer.adaptive_tokens(token, raw, contexts, wrong, AdaptiveContexts(3))
+        else:
+            writer.tokens(token, raw, contexts, wrong)
+        sizes.append(len(writer.bytes()))
+    reader = Reader(writer.bytes())
+    back_token, back_raw = reader.adaptive_tokens(contexts, wrong, AdaptiveContexts(3))
+    assert np.array_equal(back_token, token) and np.array_equal(back_raw, raw)
+    assert sizes[1] < 0.8 * sizes[0]
 
 
 @pytest.mark.parametrize(
@@ -149,9 +193,9 @@ def test_hostile_header_sizes_are_refused_before_allocating(model):
     import struct
     import zlib
 
-    from recon.codec.container import _FIXED, MAGIC
+    from recon.codec.container import _FIXED, MAGIC, VERSION
 
-    fixed = _FIXED.pack(MAGIC, 1, 2, 16, 1, 60000, 60000, 60000, model.identity, 0, 0.0)
+    fixed = _FIXED.pack(MAGIC, VERSION, 2, 16, 1, 60000, 60000, 60000, model.identity, 0, 0.0)
     table = struct.pack("<II", 0, zlib.crc32(b"")) * 4
     with pytest.raises(InputError, match=r"absurd|too large|truncated"):
         decompress(fixed + table + struct.pack("<I", zlib.crc32(fixed + table)), model)
@@ -302,6 +346,7 @@ def test_few_distinct_values_are_coded_as_ranks(model):
     from recon.codec.container import read_header
 
     x = (_smooth((40, 44), 60) * 67).astype(np.uint16)  # 61 distinct values spread over 12 bits
+    x[0, 0] = 65535  # and one far away: the palette's gaps need all 16 bits
     data = compress(x, model)
     assert np.array_equal(decompress(data, model), x)
     _, payloads = read_header(data)

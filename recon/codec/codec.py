@@ -8,7 +8,9 @@ A slice ``x`` (integers in ``[0, 2^bits - 1]``) is coded as
    (:math:`q_r = \mathrm{sign}(r)\lfloor(|r|+\delta)/(2\delta+1)\rfloor`, so :math:`|x - x'| \le \delta`;
    :math:`\delta = 0` is lossless), in four polyphase passes (:mod:`recon.codec.polyphase`): anchors
    against the exact integer prediction :math:`\hat x = g_s(q)`, the other pixels against
-   interpolations of the pixels already decoded; hybrid-integer tokens with per-context tables.
+   interpolations of the pixels already decoded; hybrid-integer tokens with per-context tables
+   (trained tables for the anchors; the trained tables adapted to the slice's own token counts for
+   the interpolated passes, see :mod:`recon.codec.entropy`).
 
 The encoder keeps, per slice, the smallest of: the passes at polyphase depths 0–3 with the latents,
 and the passes recursed down to a grid of at most 4×4 anchors without latents (where the
@@ -34,10 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from recon.codec.container import Header, container_overhead, read_header, write_container
-from recon.codec.entropy import Reader, Writer, tokenize, untokenize
+from recon.codec.entropy import AdaptiveContexts, Reader, Writer, tokenize, untokenize
 from recon.codec.model import CONTEXTS, LATENT_RANGE, CodecModel, context_offset, contexts_of
 from recon.codec.network import FA
-from recon.codec.polyphase import quantize_residual, run_passes
+from recon.codec.polyphase import CONTEXT_CLASSES, quantize_residual, run_passes
 from recon.errors import InputError
 
 LATENT_ONLY = 0xFFFFFFFF  # δ value in a slice header that marks a latent-only slice
@@ -46,7 +48,8 @@ _SLICE = struct.Struct("<IiBQI")
 DEPTHS = (0, 1, 2, 3)  # polyphase depths the encoder tries with latents (it keeps the smallest file)
 NO_LATENTS = 0x80  # depth bit: no latents; the passes recurse to a 4×4 anchor grid at mid-grey
 MAX_DEPTH = 17
-PALETTE_BITS = 16
+MAX_PALETTE_BITS = 16  # palette values are below 2**16
+PALETTE_BITS_FIELD = 5  # bits of the field that gives the palette gaps' bit length
 TokenSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]  # (pass, tokens, raw bits, contexts)
 
 
@@ -162,7 +165,15 @@ class _Slice:
         return recon, flags
 
     def _coder(self, writer: Writer) -> TokenSink:
-        return lambda k, token, raw, contexts: writer.tokens(token, raw, contexts, self.model.tables(k))
+        state = AdaptiveContexts(CONTEXT_CLASSES)
+
+        def sink(k: int, token: np.ndarray, raw: np.ndarray, contexts: np.ndarray) -> None:
+            if k == 0:
+                writer.tokens(token, raw, contexts, self.model.tables(k))
+            else:
+                writer.adaptive_tokens(token, raw, contexts, self.model.tables(k), state)
+
+        return sink
 
     @property
     def palette_size(self) -> int:
@@ -187,7 +198,7 @@ class _Slice:
         for depth, latents in candidates:
             writer = Writer()
             if self.palette is not None:
-                writer.uniform(self.palette, PALETTE_BITS)
+                _write_palette(writer, self.palette)
             if latents:
                 symbols = (self.q[0].to(torch.int64).cpu().numpy() + LATENT_RANGE).reshape(
                     self.q.shape[1], -1
@@ -208,6 +219,24 @@ class _Slice:
             if not best or len(payload) < len(best):
                 best = payload
         return best
+
+
+def _write_palette(writer: Writer, palette: np.ndarray) -> None:
+    """The increasing palette as gaps :math:`g_i = p_i - p_{i-1} - 1` (:math:`p_{-1} = -1`) of
+    :math:`b` bits each, :math:`b` (the bit length of the largest gap) in 5 bits first."""
+    gaps = np.diff(palette, prepend=-1) - 1
+    bits = int(gaps.max()).bit_length()
+    writer.uniform(np.array([bits]), PALETTE_BITS_FIELD)
+    if bits:
+        writer.uniform(gaps, bits)
+
+
+def _read_palette(reader: Reader, size: int) -> np.ndarray:
+    bits = int(reader.uniform(1, PALETTE_BITS_FIELD)[0])
+    if bits > MAX_PALETTE_BITS:
+        raise InputError(f"corrupt codec payload (palette gaps of {bits} bits)")
+    gaps = reader.uniform(size, bits) if bits else np.zeros(size, np.int64)
+    return np.cumsum(gaps + 1) - 1
 
 
 def _full_depth(shape: tuple[int, int]) -> int:
@@ -238,8 +267,13 @@ def _decode_residuals(
             raise InputError("corrupt codec payload (predictor flag without latents)")
         return flag
 
+    state = AdaptiveContexts(CONTEXT_CLASSES)
+
     def code(k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray):
-        token, raw = reader.tokens(contexts, model.tables(k))
+        if k == 0:
+            token, raw = reader.tokens(contexts, model.tables(k))
+        else:
+            token, raw = reader.adaptive_tokens(contexts, model.tables(k), state)
         return untokenize(token, raw)
 
     return run_passes(predicted, anchors, levels, delta, code, choose, depth, corrected=latents)
@@ -365,9 +399,9 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
         levels = header.levels
         palette = None
         if palette_size:
-            palette = reader.uniform(palette_size, PALETTE_BITS)
-            if np.any(np.diff(palette) <= 0) or palette[-1] > header.levels:
-                raise InputError("corrupt codec payload (palette not increasing or out of range)")
+            palette = _read_palette(reader, palette_size)
+            if palette[-1] > header.levels:
+                raise InputError("corrupt codec payload (palette out of range)")
             levels = max(1, palette_size - 1)
         if latents:
             symbols = np.stack([reader.categorical(h4 * w4, table) for table in model.latent_tables])

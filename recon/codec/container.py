@@ -30,7 +30,7 @@ import numpy as np
 from recon.errors import InputError
 
 MAGIC = b"\x89RCZ"
-VERSION = 1
+VERSION = 2  # 2: adaptive token probabilities in the interpolated passes, palette as gaps
 DTYPES = {1: np.dtype(np.uint8), 2: np.dtype(np.uint16)}
 LAYOUTS = (0, 1, 2)
 MAX_SIDE = 1 << 16

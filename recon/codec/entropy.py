@@ -11,11 +11,22 @@ below :data:`DIRECT`, otherwise :math:`16 + 2(n-4) + m` for :math:`n = \lfloor\l
 :math:`m` the bit below the leading one — plus :math:`n-1` raw low bits. The token is entropy coded
 with the table of its pixel's context; the raw bits are coded uniformly. 42 tokens cover any 17-bit
 residual, so tables stay small whatever the bit depth.
+
+The interpolated passes code their tokens *adaptively* (:class:`AdaptiveContexts`): the probability
+of token :math:`t` in context :math:`c` is
+:math:`(W\,T_{k,c,t} + 2^{16} n_{c,t}) / (W\,2^{16} + 2^{16} n_c)` — the trained table
+:math:`T_k` of the pass (summing to :math:`2^{16}`) worth :math:`W` pseudo-counts, plus the counts
+:math:`n` of the tokens this slice has already coded in that context (shared by all passes), updated
+after every chunk of pixels (:meth:`AdaptiveContexts.chunks`). Every quantity is an integer below :math:`2^{53}`, so the
+float64 probabilities are identical in encoder and decoder. It learns the scan's own statistics (its
+noise level, its background) that tables trained on other images cannot know: 2.4% fewer bits on the
+held-out MR slices than the trained tables alone.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import constriction
 import numpy as np
@@ -26,6 +37,9 @@ DIRECT = 16
 MAX_BITS = 17  # |r| < 2**16 → u < 2**17
 TOKENS = DIRECT + 2 * (MAX_BITS - 1 - 4) + 2  # 42
 TABLE_TOTAL = 1 << 16
+PRIOR_WEIGHT = 96  # pseudo-counts of the trained table in an adaptive context
+CHUNK = 256  # pixels coded between two updates of the adaptive counts, at least
+CHUNK_GROWTH = 8  # … and an eighth of the tokens counted so far
 
 
 def zigzag(r: np.ndarray) -> np.ndarray:
@@ -109,6 +123,37 @@ def _categorical(counts: np.ndarray):
     )
 
 
+class AdaptiveContexts:
+    """Token counts per context observed so far in one slice; see the module docstring."""
+
+    def __init__(self, classes: int) -> None:
+        self.counts = np.zeros((classes, TOKENS), np.int64)
+        self.seen = 0
+
+    def chunks(self, n: int) -> Iterator[slice]:
+        """Consecutive parts of ``n`` pixels, to be coded and then :meth:`update` d in turn: at least
+        :data:`CHUNK` pixels, and a fraction :data:`CHUNK_GROWTH` of the tokens seen so far (once
+        many are counted, one more chunk barely moves the probabilities; this keeps the number of
+        coder calls logarithmic in the slice's size)."""
+        start = 0
+        while start < n:
+            stop = min(n, start + max(CHUNK, self.seen // CHUNK_GROWTH))
+            yield slice(start, stop)
+            start = stop
+
+    def probabilities(self, prior: np.ndarray, contexts: np.ndarray) -> np.ndarray:
+        """``(n, TOKENS)`` float64 probabilities of pixels with ``contexts`` under trained ``prior``."""
+        frequencies = prior * PRIOR_WEIGHT + self.counts * TABLE_TOTAL
+        return (frequencies / frequencies.sum(1, keepdims=True))[contexts]
+
+    def update(self, contexts: np.ndarray, tokens: np.ndarray) -> None:
+        np.add.at(self.counts, (contexts, tokens), 1)
+        self.seen += tokens.size
+
+
+_FAMILY = constriction.stream.model.Categorical(perfect=False)
+
+
 class Writer:
     """Symbols in order into one range-coded stream."""
 
@@ -127,6 +172,20 @@ class Writer:
         """Tokens grouped by context (each group with its table), then raw bits grouped by length."""
         for c in np.unique(contexts):
             self.categorical(token[contexts == c], tables[c])
+        self._raw(token, raw)
+
+    def adaptive_tokens(
+        self, token: np.ndarray, raw: np.ndarray, contexts: np.ndarray, prior: np.ndarray, state: AdaptiveContexts
+    ) -> None:
+        """Tokens chunk by chunk under ``state``'s adaptive probabilities (updated), then raw bits."""
+        for part in state.chunks(token.size):
+            self.encoder.encode(
+                token[part].astype(np.int32), _FAMILY, state.probabilities(prior, contexts[part])
+            )
+            state.update(contexts[part], token[part])
+        self._raw(token, raw)
+
+    def _raw(self, token: np.ndarray, raw: np.ndarray) -> None:
         extra = token_bits(token)
         for bits in range(1, MAX_BITS):
             self.uniform(raw[extra == bits], bits)
@@ -144,9 +203,9 @@ class Reader:
         words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
         self.decoder = constriction.stream.queue.RangeDecoder(words)
 
-    def _decode(self, model, count: int) -> np.ndarray:
+    def _decode(self, model, *arguments) -> np.ndarray:
         try:
-            return np.asarray(self.decoder.decode(model, count), dtype=np.int64)
+            return np.asarray(self.decoder.decode(model, *arguments), dtype=np.int64)
         except Exception as exc:
             raise InputError(f"corrupt codec payload ({exc})") from None
 
@@ -163,9 +222,21 @@ class Reader:
         for c in np.unique(contexts):
             where = contexts == c
             token[where] = self.categorical(int(where.sum()), tables[c])
-        raw = np.zeros(contexts.shape, np.int64)
+        return token, self._raw(token)
+
+    def adaptive_tokens(
+        self, contexts: np.ndarray, prior: np.ndarray, state: AdaptiveContexts
+    ) -> tuple[np.ndarray, np.ndarray]:
+        token = np.zeros(contexts.shape, np.int64)
+        for part in state.chunks(token.size):
+            token[part] = self._decode(_FAMILY, state.probabilities(prior, contexts[part]))
+            state.update(contexts[part], token[part])
+        return token, self._raw(token)
+
+    def _raw(self, token: np.ndarray) -> np.ndarray:
+        raw = np.zeros(token.shape, np.int64)
         extra = token_bits(token)
         for bits in range(1, MAX_BITS):
             where = extra == bits
             raw[where] = self.uniform(int(where.sum()), bits)
-        return token, raw
+        return raw

@@ -25,7 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon.codec.entropy import TOKENS, laplace_token_probabilities, quantize_table
+from recon.codec.entropy import (
+    CHUNK,
+    CHUNK_GROWTH,
+    PRIOR_WEIGHT,
+    TOKENS,
+    laplace_token_probabilities,
+    quantize_table,
+)
 from recon.codec.network import FA, CodecNet, IntegerSynthesis
 from recon.codec.polyphase import CONTEXT_CLASSES, ZERO_CLASS
 from recon.errors import InputError
@@ -155,6 +162,7 @@ class CodecModel:
             "contexts": CONTEXTS,
             "context_step": context_step(),
             "latent_range": LATENT_RANGE,
+            "adaptive": {"prior_weight": PRIOR_WEIGHT, "chunk": CHUNK, "chunk_growth": CHUNK_GROWTH},
         }
 
     @cached_property
