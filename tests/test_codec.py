@@ -154,6 +154,20 @@ def test_stacks_and_colour_images_round_trip(model):
     assert np.array_equal(decompress(compress(colour, model), model), colour)
 
 
+def test_a_stack_codes_its_slices_with_the_counts_carried_over(model):
+    from recon.codec.container import container_overhead
+
+    stack = np.stack([_smooth((48, 48), 4095, s) for s in range(6)]).astype(np.uint16)
+    together = compress(stack, model, fast=True)
+    alone = [compress(x, model, fast=True) for x in stack]
+    assert np.array_equal(decompress(together, model), stack)
+    payload_alone = sum(len(a) - container_overhead(1) for a in alone)
+    payload_together = len(together) - len(stack) * container_overhead(len(stack))
+    assert payload_together < 0.995 * payload_alone  # coding each slice from scratch would give 1.0
+    lossy = compress(stack, model, Quality(delta=5), fast=True)  # and near-lossless stacks decode too
+    assert np.abs(decompress(lossy, model).astype(int) - stack).max() <= 5
+
+
 @pytest.mark.parametrize("target", [30.0, 45.0, 60.0])
 def test_lossy_mode_meets_its_psnr_target(model, target):
     x = _smooth((48, 40), 4095).astype(np.uint16)

@@ -18,6 +18,10 @@ autoencoder's prediction does not pay for its latents; on every held-out image s
 slices with few distinct values (at most a quarter of the range, e.g. rescaled or quantised data)
 may code the ranks of their values plus the value list (histogram packing), when that is smaller.
 
+The slices of a stack are coded in order, each starting from the previous slice's adaptive token
+counts (halved): on the held-out S0_10 volume 0.8% fewer bits than coding each slice alone. A slice
+therefore decodes only after the ones before it (the decoder reads a file front to back anyway).
+
 Quality targets: ``lossless`` (δ = 0); ``psnr=P``: latent-only when that reaches P dB, else the
 largest δ whose reconstruction reaches P (found by bisection on exact reconstructions); ``bpp=B``: the
 smallest δ whose *written* slice fits in B bits per pixel, latent-only when none does; ``delta=D``.
@@ -111,9 +115,11 @@ class _Slice:
         levels: int,
         palette: np.ndarray | None = None,
         fast: bool = False,
+        counts: AdaptiveContexts | None = None,
     ):
         self.model, self.x, self.levels, self.palette = model, x.astype(np.int64), levels, palette
         self.fast = fast
+        self.counts = AdaptiveContexts(CONTEXT_CLASSES) if counts is None else counts  # at the start
 
     @cached_property
     def q(self) -> torch.Tensor:
@@ -164,9 +170,7 @@ class _Slice:
         recon = run_passes(predicted, anchors, self.levels, delta, code, choose, depth, corrected=latents)
         return recon, flags
 
-    def _coder(self, writer: Writer) -> TokenSink:
-        state = AdaptiveContexts(CONTEXT_CLASSES)
-
+    def _coder(self, writer: Writer, state: AdaptiveContexts) -> TokenSink:
         def sink(k: int, token: np.ndarray, raw: np.ndarray, contexts: np.ndarray) -> None:
             if k == 0:
                 writer.tokens(token, raw, contexts, self.model.tables(k))
@@ -188,10 +192,11 @@ class _Slice:
             return self.passes(delta, _full_depth(self.x.shape), latents=False)[0]
         return self.passes(delta, DEPTHS[-1])[0]
 
-    def encode(self, delta: int, min_psnr: float | None = None) -> bytes:
+    def encode(self, delta: int, min_psnr: float | None = None) -> tuple[bytes, AdaptiveContexts]:
         """The slice's payload at ``delta``: the smallest over the polyphase depths (among those
-        whose reconstruction reaches ``min_psnr``; the deepest always does when δ was chosen for it)."""
-        best = b""
+        whose reconstruction reaches ``min_psnr``; the deepest always does when δ was chosen for it),
+        and the adaptive counts after it."""
+        best, best_counts = b"", self.counts
         candidates = [] if self.fast else [(d, True) for d in DEPTHS[: 1 if delta == LATENT_ONLY else None]]
         if delta != LATENT_ONLY:
             candidates.append((_full_depth(self.x.shape), False))
@@ -205,10 +210,10 @@ class _Slice:
                 )
                 for channel, table in zip(symbols, self.model.latent_tables, strict=True):
                     writer.categorical(channel, table)
-            offset, flags = 0, 0
+            offset, flags, counts = 0, 0, self.counts.copy()
             if delta != LATENT_ONLY:
                 offset = context_offset(self.levels, delta)
-                recon, flags = self.passes(delta, depth, self._coder(writer), latents)
+                recon, flags = self.passes(delta, depth, self._coder(writer, counts), latents)
                 deepest = not latents if self.fast else depth == DEPTHS[-1]
                 if min_psnr is not None and not deepest and psnr(self.x, recon, self.levels) < min_psnr:
                     continue
@@ -217,8 +222,8 @@ class _Slice:
                 + writer.bytes()
             )
             if not best or len(payload) < len(best):
-                best = payload
-        return best
+                best, best_counts = payload, counts
+        return best, best_counts
 
 
 def _write_palette(writer: Writer, palette: np.ndarray) -> None:
@@ -260,14 +265,15 @@ def _decode_residuals(
     depth: int,
     flags: int,
     latents: bool,
+    state: AdaptiveContexts,
 ) -> np.ndarray:
+    """The mirror of :meth:`_Slice.passes` with the encoder's coder; updates ``state``."""
+
     def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray]) -> int:
         flag = (flags >> k) & 1
         if flag >= len(options):
             raise InputError("corrupt codec payload (predictor flag without latents)")
         return flag
-
-    state = AdaptiveContexts(CONTEXT_CLASSES)
 
     def code(k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray):
         if k == 0:
@@ -307,12 +313,12 @@ def _choose_delta(part: _Slice, quality: Quality, overhead: float = 0.0) -> int:
             )
         return low
     budget = quality.bpp * part.x.size / 8 - overhead
-    if len(part.encode(part.levels)) > budget:  # even the coarsest residual does not fit
+    if len(part.encode(part.levels)[0]) > budget:  # even the coarsest residual does not fit
         return part.levels if part.fast else LATENT_ONLY
     low, high = 0, part.levels  # find the smallest δ whose slice fits the budget
     while low < high:
         mid = (low + high) // 2
-        low, high = (low, mid) if len(part.encode(mid)) <= budget else (mid + 1, high)
+        low, high = (low, mid) if len(part.encode(mid)[0]) <= budget else (mid + 1, high)
     return low
 
 
@@ -354,17 +360,18 @@ def compress(
     header = Header(
         array.dtype, bit_depth(array), layout, len(slices), height, width, model.identity, kind, scale
     )
-    payloads = []
+    payloads, counts = [], AdaptiveContexts(CONTEXT_CLASSES)
     for x in slices:
-        part = _Slice(model, x, header.levels, fast=fast)
+        part = _Slice(model, x, header.levels, fast=fast, counts=counts)
         delta = _choose_delta(part, quality, container_overhead(len(slices)))
-        payload = part.encode(delta, quality.psnr)
+        payload, after = part.encode(delta, quality.psnr)
         palette = np.unique(x) if delta == 0 else None
         if palette is not None and 4 * palette.size <= header.levels + 1:  # few values: code their ranks
             ranks = np.searchsorted(palette, x)
-            packed = _Slice(model, ranks, max(1, palette.size - 1), palette, fast).encode(0)
-            payload = min(payload, packed, key=len)
+            packed = _Slice(model, ranks, max(1, palette.size - 1), palette, fast, counts).encode(0)
+            payload, after = min((payload, after), packed, key=lambda coded: len(coded[0]))
         payloads.append(payload)
+        counts = after.next_slice()
     return write_container(header, payloads)
 
 
@@ -383,7 +390,10 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
     out = np.empty((header.slices, header.height, header.width), dtype=header.dtype)
     h4, w4 = -(-header.height // 4), -(-header.width // 4)
     device = _device(model)
+    counts = AdaptiveContexts(CONTEXT_CLASSES)
     for i, payload in enumerate(payloads):
+        if i:
+            counts = counts.next_slice()
         if len(payload) < _SLICE.size:
             raise InputError("corrupt codec payload (slice header cut short)")
         delta, offset, depth, flags, palette_size = _SLICE.unpack_from(payload)
@@ -413,7 +423,9 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
             anchors = contexts_of(log_scale, offset)
         else:
             predicted, anchors = _no_latent_prediction(shape, levels)
-        values = _decode_residuals(model, reader, predicted, anchors, levels, delta, depth, flags, latents)
+        values = _decode_residuals(
+            model, reader, predicted, anchors, levels, delta, depth, flags, latents, counts
+        )
         out[i] = values if palette is None else palette[np.clip(values, 0, palette_size - 1)]
     if header.layout == 0:
         return out[0], header

@@ -16,8 +16,9 @@ The interpolated passes code their tokens *adaptively* (:class:`AdaptiveContexts
 of token :math:`t` in context :math:`c` is
 :math:`(W\,T_{k,c,t} + 2^{16} n_{c,t}) / (W\,2^{16} + 2^{16} n_c)` — the trained table
 :math:`T_k` of the pass (summing to :math:`2^{16}`) worth :math:`W` pseudo-counts, plus the counts
-:math:`n` of the tokens this slice has already coded in that context (shared by all passes), updated
-after every chunk of pixels (:meth:`AdaptiveContexts.chunks`). Every quantity is an integer below
+:math:`n` of the tokens this slice has already coded in that context (shared by all passes, and
+carried, halved, from one slice of a stack to the next), updated after every chunk of pixels
+(:meth:`AdaptiveContexts.chunks`). Every quantity is an integer below
 :math:`2^{53}`, so the float64 probabilities are identical in encoder and decoder. It learns the
 scan's own statistics (its noise level, its background) that tables trained on other images cannot
 know: 2.1% fewer bits on the held-out noisy MR slices and 7% on the T1 slice than the trained
@@ -150,6 +151,19 @@ class AdaptiveContexts:
     def update(self, contexts: np.ndarray, tokens: np.ndarray) -> None:
         np.add.at(self.counts, (contexts, tokens), 1)
         self.seen += tokens.size
+
+    def copy(self) -> AdaptiveContexts:
+        other = AdaptiveContexts(self.counts.shape[0])
+        other.counts, other.seen = self.counts.copy(), self.seen
+        return other
+
+    def next_slice(self) -> AdaptiveContexts:
+        """The state the next slice of a stack starts from: these counts halved (rounded down), so
+        that a volume's later slices follow its changing statistics."""
+        other = AdaptiveContexts(self.counts.shape[0])
+        other.counts = self.counts // 2
+        other.seen = int(other.counts.sum())
+        return other
 
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
