@@ -365,6 +365,8 @@ def test_few_distinct_values_are_coded_as_ranks(model):
     assert np.array_equal(decompress(data, model), x)
     _, payloads = read_header(data)
     assert _SLICE.unpack_from(payloads[0])[4] == np.unique(x).size  # the palette was used
+    lossy = compress(x, model, Quality(delta=20))  # lossless ranks cost less than δ = 20 on 12 bits
+    assert len(lossy) == len(data) and np.array_equal(decompress(lossy, model), x)
 
 
 def test_fast_encoding_skips_the_autoencoder_and_decodes_with_the_same_codec(model, monkeypatch):

@@ -14,9 +14,11 @@ A slice ``x`` (integers in ``[0, 2^bits - 1]``) is coded as
 
 The encoder keeps, per slice, the smallest of: the passes at polyphase depths 0–3 with the latents,
 and the passes recursed down to a grid of at most 4×4 anchors without latents (where the
-autoencoder's prediction does not pay for its latents; on every held-out image so far). Lossless
-slices with few distinct values (at most a quarter of the range, e.g. rescaled or quantised data)
-may code the ranks of their values plus the value list (histogram packing), when that is smaller.
+autoencoder's prediction does not pay for its latents; on every held-out image so far). Slices
+with few distinct values (at most a quarter of the range, e.g. rescaled or quantised data) may code
+the ranks of their values plus the value list losslessly (histogram packing), when that is smaller
+than the requested coding — lossless or lossy: the held-out T1 slice (123 values spread over
+12 bits) costs 0.84 bpp losslessly this way but 1.05 bpp at δ = 8 without it.
 
 The slices of a stack are coded in order, each starting from the previous slice's adaptive token
 counts (halved): on the held-out S0_10 volume 0.8% fewer bits than coding each slice alone. A slice
@@ -365,8 +367,9 @@ def compress(
         part = _Slice(model, x, header.levels, fast=fast, counts=counts)
         delta = _choose_delta(part, quality, container_overhead(len(slices)))
         payload, after = part.encode(delta, quality.psnr)
-        palette = np.unique(x) if delta == 0 else None
+        palette = None if quality.latent_only else np.unique(x)
         if palette is not None and 4 * palette.size <= header.levels + 1:  # few values: code their ranks
+            # losslessly, whenever that is smaller (then it is also better) than the requested coding
             ranks = np.searchsorted(palette, x)
             packed = _Slice(model, ranks, max(1, palette.size - 1), palette, fast, counts).encode(0)
             payload, after = min((payload, after), packed, key=lambda coded: len(coded[0]))
