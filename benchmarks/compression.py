@@ -9,8 +9,9 @@ Images never used in training: the packaged MR test subjects (dipy ``S0_10``: 10
 - lossless bits per pixel (from the bytes written) for recon, PNG (level 9), zlib (level 9),
   JPEG-XL lossless, JPEG 2000 reversible, JPEG-LS (imagecodecs), every slice on its own; targets:
   recon ≤ 0.85 × PNG and ≤ JPEG-XL on the MR slices; and recon with each MR volume in one file;
-- lossy: recon's operating points (latent-only and near-lossless δ) against JPEG 2000 and JPEG at
-  the same bpp (each peer's quality bisected per image to the largest setting within recon's bpp);
+- lossy: recon's operating points (latent-only, near-lossless δ, and rate targets ``--bpp B``
+  coded by the ``--fast`` encoder) against JPEG 2000 and JPEG at the same bpp (each peer's quality
+  bisected per image to the largest setting within recon's bpp);
   target: PSNR above JPEG 2000;
 - encode + decode speed in Mpixel/s (target ≥ 1 for recon on the CPU), for the default encoder
   (it also tries the autoencoder path per slice) and ``--fast`` (no-latent passes only).
@@ -127,12 +128,14 @@ def lossy_rows(images: list[np.ndarray], model, points: list[Quality]) -> list[d
     )
     rows = []
     for quality in points:
-        r = {"point": "latent only" if quality.latent_only else f"delta={quality.delta}", "recon_bpp": 0.0}
+        label = "latent only" if quality.latent_only else None
+        label = label or (f"delta={quality.delta}" if quality.delta is not None else f"bpp<={quality.bpp}")
+        r = {"point": label, "recon_bpp": 0.0}
         psnrs: dict[str, list[float]] = {"recon": [], "JPEG 2000": [], "JPEG": []}
         pixels = sum(im.size for im in images)
         peer_bits = {"JPEG 2000": 0.0, "JPEG": 0.0}
         for image in images:
-            data = compress(image, model, quality)
+            data = compress(image, model, quality, fast=quality.bpp is not None)
             r["recon_bpp"] += 8 * len(data) / pixels
             psnrs["recon"].append(psnr(image, decompress(data, model), levels))
             for name, (encode, decode), span in (("JPEG 2000", j2k, (15, 100)), ("JPEG", jpeg, (1, 100))):
@@ -149,7 +152,8 @@ def lossy_rows(images: list[np.ndarray], model, points: list[Quality]) -> list[d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="codec model (default: the bundled one)")
-    parser.add_argument("--deltas", default="1,3,8,20")
+    parser.add_argument("--deltas", default="1,3,8,20", help="near-lossless points (error bound)")
+    parser.add_argument("--rates", default="0.5,1,2,3", help="rate-target points, bits per pixel")
     parser.add_argument("--json")
     args = parser.parse_args()
     model = load_codec(args.model) if args.model else default_codec()
@@ -164,6 +168,7 @@ def main() -> None:
         "groups": {},
     }
     points = [Quality(latent_only=True)] + [Quality(delta=int(d)) for d in args.deltas.split(",")]
+    points += [Quality(bpp=float(b)) for b in args.rates.split(",")]
     for group, volumes in held_out().items():
         images = [im for volume in volumes for im in volume]
         pixels = sum(im.size for im in images)

@@ -168,6 +168,35 @@ def test_a_stack_codes_its_slices_with_the_counts_carried_over(model):
     assert np.abs(decompress(lossy, model).astype(int) - stack).max() <= 5
 
 
+def test_level_delta_halves_towards_the_coarse_grid():
+    from recon.codec.polyphase import level_delta
+
+    assert [level_delta(20, 2, n) for n in range(7)] == [20, 20, 10, 10, 5, 5, 2]
+    assert [level_delta(20, 0, n) for n in range(3)] == [20, 20, 20]
+
+
+def test_halved_delta_bounds_each_level_and_wins_at_a_low_rate(model, monkeypatch):
+    import recon.codec.codec as codec_module
+    from recon.codec.codec import _SliceHeader
+    from recon.codec.container import read_header
+
+    x = _smooth((128, 96), 255, 2).astype(np.uint8)  # levels 0-4: stride 16 is coded at level 4
+    monkeypatch.setattr(codec_module, "HALVINGS", (2,))
+    data = compress(x, model, Quality(psnr=32.0), fast=True)
+    head = _SliceHeader.read(read_header(data)[1][0], 255)
+    error = np.abs(decompress(data, model).astype(np.int64) - x)
+    assert head.halving == 2 and error.max() <= head.delta and psnr(x, x - error, 255) >= 32.0
+    assert error[::4, ::4].max() <= head.delta >> 1 and error[::16, ::16].max() <= head.delta >> 2
+    budget = 0.6 * 8 * len(data) / x.size
+    quality = {}
+    for halvings in ((0,), (0, 2)):
+        monkeypatch.setattr(codec_module, "HALVINGS", halvings)
+        coded = compress(x, model, Quality(bpp=budget), fast=True)
+        assert 8 * len(coded) / x.size <= budget
+        quality[halvings] = psnr(x, decompress(coded, model), 255)
+    assert quality[(0, 2)] >= quality[(0,)]
+
+
 @pytest.mark.parametrize("target", [30.0, 45.0, 60.0])
 def test_lossy_mode_meets_its_psnr_target(model, target):
     x = _smooth((48, 40), 4095).astype(np.uint16)
@@ -356,7 +385,7 @@ def test_bundled_codec_is_lossless_on_a_real_mr_slice_and_beats_zlib():
 
 
 def test_few_distinct_values_are_coded_as_ranks(model):
-    from recon.codec.codec import _SLICE
+    from recon.codec.codec import _SliceHeader
     from recon.codec.container import read_header
 
     x = (_smooth((40, 44), 60) * 67).astype(np.uint16)  # 61 distinct values spread over 12 bits
@@ -364,7 +393,7 @@ def test_few_distinct_values_are_coded_as_ranks(model):
     data = compress(x, model)
     assert np.array_equal(decompress(data, model), x)
     _, payloads = read_header(data)
-    assert _SLICE.unpack_from(payloads[0])[4] == np.unique(x).size  # the palette was used
+    assert _SliceHeader.read(payloads[0], 65535).palette_size == np.unique(x).size  # palette used
     lossy = compress(x, model, Quality(delta=20))  # lossless ranks cost less than δ = 20 on 12 bits
     assert len(lossy) == len(data) and np.array_equal(decompress(lossy, model), x)
 

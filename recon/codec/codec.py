@@ -24,9 +24,12 @@ The slices of a stack are coded in order, each starting from the previous slice'
 counts (halved): on the held-out S0_10 volume 0.8% fewer bits than coding each slice alone. A slice
 therefore decodes only after the ones before it (the decoder reads a file front to back anyway).
 
-Quality targets: ``lossless`` (δ = 0); ``psnr=P``: latent-only when that reaches P dB, else the
-largest δ whose reconstruction reaches P (found by bisection on exact reconstructions); ``bpp=B``: the
-smallest δ whose *written* slice fits in B bits per pixel, latent-only when none does; ``delta=D``.
+Quality targets: ``lossless`` (δ = 0); ``delta=D`` (every error within D, the same δ at every
+level); ``psnr=P``: latent-only when that reaches P dB, else the largest δ whose reconstruction
+reaches P (found by bisection on exact reconstructions); ``bpp=B``: the smallest δ whose *written*
+slice fits in B bits per pixel, latent-only when none does. Under PSNR and rate targets δ may also
+halve every second level towards the coarse grid (:func:`~recon.codec.polyphase.level_delta`); the
+encoder tries both and keeps the smaller file (PSNR) or the higher PSNR (rate).
 """
 
 from __future__ import annotations
@@ -45,18 +48,55 @@ from recon.codec.container import Header, container_overhead, read_header, write
 from recon.codec.entropy import AdaptiveContexts, Reader, Writer, tokenize, untokenize
 from recon.codec.model import CONTEXTS, LATENT_RANGE, CodecModel, context_offset, contexts_of
 from recon.codec.network import FA
-from recon.codec.polyphase import CONTEXT_CLASSES, quantize_residual, run_passes
+from recon.codec.polyphase import CONTEXT_CLASSES, MAX_HALVING, level_delta, quantize_residual, run_passes
 from recon.errors import InputError
 
 LATENT_ONLY = 0xFFFFFFFF  # δ value in a slice header that marks a latent-only slice
-# δ, anchor context offset, polyphase depth (+ NO_LATENTS), predictor flags, palette size (0: none)
-_SLICE = struct.Struct("<IiBQI")
+HALVINGS = (0, 2)  # δ halving periods the encoder tries under PSNR and rate targets (0: none)
 DEPTHS = (0, 1, 2, 3)  # polyphase depths the encoder tries with latents (it keeps the smallest file)
 NO_LATENTS = 0x80  # depth bit: no latents; the passes recurse to a 4×4 anchor grid at mid-grey
 MAX_DEPTH = 17
 MAX_PALETTE_BITS = 16  # palette values are below 2**16
 PALETTE_BITS_FIELD = 5  # bits of the field that gives the palette gaps' bit length
 TokenSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]  # (pass, tokens, raw bits, contexts)
+
+
+@dataclass(frozen=True)
+class _SliceHeader:
+    """What starts every slice's payload: δ, the anchor context offset, the polyphase depth (its
+    top bit :data:`NO_LATENTS`), δ's halving period, the predictor flags and the palette size
+    (0: none)."""
+
+    delta: int
+    offset: int
+    depth: int
+    latents: bool
+    halving: int
+    flags: int
+    palette_size: int
+
+    FORMAT = struct.Struct("<IiBBQI")
+
+    def pack(self) -> bytes:
+        depth = self.depth | (0 if self.latents else NO_LATENTS)
+        return self.FORMAT.pack(self.delta, self.offset, depth, self.halving, self.flags, self.palette_size)
+
+    @classmethod
+    def read(cls, payload: bytes, levels: int) -> _SliceHeader:
+        """Parse and validate (``levels``: the file's largest value)."""
+        if len(payload) < cls.FORMAT.size:
+            raise InputError("corrupt codec payload (slice header cut short)")
+        delta, offset, depth, halving, flags, palette_size = cls.FORMAT.unpack_from(payload)
+        latents, depth = not depth & NO_LATENTS, depth & ~NO_LATENTS
+        if depth > (DEPTHS[-1] if latents else MAX_DEPTH) or (delta == LATENT_ONLY and not latents):
+            raise InputError(f"corrupt codec payload (polyphase depth {depth})")
+        if delta != LATENT_ONLY and delta > levels:
+            raise InputError(f"corrupt codec payload (delta {delta} for values up to {levels})")
+        if halving > MAX_HALVING:
+            raise InputError(f"corrupt codec payload (delta halving period {halving})")
+        if palette_size and (delta != 0 or palette_size > levels + 1):
+            raise InputError(f"corrupt codec payload (palette of {palette_size} values)")
+        return cls(delta, offset, depth, latents, halving, flags, palette_size)
 
 
 @dataclass(frozen=True)
@@ -140,36 +180,44 @@ class _Slice:
         return self._synthesis[1]
 
     def passes(
-        self, delta: int, depth: int, sink: TokenSink | None = None, latents: bool = True
+        self,
+        delta: int,
+        depth: int,
+        sink: TokenSink | None = None,
+        latents: bool = True,
+        halving: int = 0,
     ) -> tuple[np.ndarray, int]:
-        """Reconstruction at ``delta`` and the predictor flags; every pass' tokens go to ``sink``
-        (the entropy coder when encoding, counters when training the tables). Without ``latents``
-        the anchors' prediction is mid-grey (see :func:`_no_latent_prediction`)."""
+        """Reconstruction at ``delta`` (per level: :func:`level_delta`) and the predictor flags;
+        every pass' tokens go to ``sink`` (the entropy coder when encoding, counters when training
+        the tables). Without ``latents`` the anchors' prediction is mid-grey (see
+        :func:`_no_latent_prediction`)."""
         flags = 0
 
-        def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray]) -> int:
+        def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray], d: int) -> int:
             nonlocal flags
             target = self.x[rows, cols]
-            costs = [np.abs(quantize_residual(target - p, delta)).sum() for p in options]
+            costs = [np.abs(quantize_residual(target - p, d)).sum() for p in options]
             flag = int(np.argmin(costs))
             flags |= flag << k
             return flag
 
-        def code(k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray):
-            q = quantize_residual(self.x[rows, cols] - prediction, delta)
+        def code(
+            k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray, d: int
+        ):
+            q = quantize_residual(self.x[rows, cols] - prediction, d)
             if sink is not None:
                 token, _, raw = tokenize(q)
                 sink(k, token, raw, contexts)
             return q
 
         if latents:
-            predicted, anchors = (
-                self.predicted,
-                contexts_of(self.log_scale, context_offset(self.levels, delta)),
-            )
+            offset = context_offset(self.levels, level_delta(delta, halving, depth))
+            predicted, anchors = self.predicted, contexts_of(self.log_scale, offset)
         else:
             predicted, anchors = _no_latent_prediction(self.x.shape, self.levels)
-        recon = run_passes(predicted, anchors, self.levels, delta, code, choose, depth, corrected=latents)
+        recon = run_passes(
+            predicted, anchors, self.levels, delta, code, choose, depth, corrected=latents, halving=halving
+        )
         return recon, flags
 
     def _coder(self, writer: Writer, state: AdaptiveContexts) -> TokenSink:
@@ -185,16 +233,18 @@ class _Slice:
     def palette_size(self) -> int:
         return 0 if self.palette is None else int(self.palette.size)
 
-    def reconstruction(self, delta: int) -> np.ndarray:
+    def reconstruction(self, delta: int, halving: int = 0) -> np.ndarray:
         """The decoded slice at ``delta`` with the deepest polyphase depth (other depths differ a
         little: every error is at most δ, but around other predictions)."""
         if delta == LATENT_ONLY:
             return self.predicted
         if self.fast:
-            return self.passes(delta, _full_depth(self.x.shape), latents=False)[0]
-        return self.passes(delta, DEPTHS[-1])[0]
+            return self.passes(delta, _full_depth(self.x.shape), latents=False, halving=halving)[0]
+        return self.passes(delta, DEPTHS[-1], halving=halving)[0]
 
-    def encode(self, delta: int, min_psnr: float | None = None) -> tuple[bytes, AdaptiveContexts]:
+    def encode(
+        self, delta: int, min_psnr: float | None = None, halving: int = 0
+    ) -> tuple[bytes, AdaptiveContexts]:
         """The slice's payload at ``delta``: the smallest over the polyphase depths (among those
         whose reconstruction reaches ``min_psnr``; the deepest always does when δ was chosen for it),
         and the adaptive counts after it."""
@@ -214,15 +264,14 @@ class _Slice:
                     writer.categorical(channel, table)
             offset, flags, counts = 0, 0, self.counts.copy()
             if delta != LATENT_ONLY:
-                offset = context_offset(self.levels, delta)
-                recon, flags = self.passes(delta, depth, self._coder(writer, counts), latents)
-                deepest = not latents if self.fast else depth == DEPTHS[-1]
+                offset = context_offset(self.levels, level_delta(delta, halving, depth))
+                recon, flags = self.passes(delta, depth, self._coder(writer, counts), latents, halving)
+                # the candidate reconstruction() measured, which met the target when δ was chosen
+                deepest = not latents if self.fast else latents and depth == DEPTHS[-1]
                 if min_psnr is not None and not deepest and psnr(self.x, recon, self.levels) < min_psnr:
                     continue
-            payload = (
-                _SLICE.pack(delta, offset, depth | (0 if latents else NO_LATENTS), flags, self.palette_size)
-                + writer.bytes()
-            )
+            head = _SliceHeader(delta, offset, depth, latents, halving, flags, self.palette_size)
+            payload = head.pack() + writer.bytes()
             if not best or len(payload) < len(best):
                 best, best_counts = payload, counts
         return best, best_counts
@@ -263,28 +312,29 @@ def _decode_residuals(
     predicted: np.ndarray,
     anchors: np.ndarray,
     levels: int,
-    delta: int,
-    depth: int,
-    flags: int,
-    latents: bool,
+    head: _SliceHeader,
     state: AdaptiveContexts,
 ) -> np.ndarray:
     """The mirror of :meth:`_Slice.passes` with the encoder's coder; updates ``state``."""
 
-    def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray]) -> int:
-        flag = (flags >> k) & 1
+    def choose(k: int, rows: np.ndarray, cols: np.ndarray, options: list[np.ndarray], d: int) -> int:
+        flag = (head.flags >> k) & 1
         if flag >= len(options):
             raise InputError("corrupt codec payload (predictor flag without latents)")
         return flag
 
-    def code(k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray):
+    def code(
+        k: int, rows: np.ndarray, cols: np.ndarray, prediction: np.ndarray, contexts: np.ndarray, _d: int
+    ):
         if k == 0:
             token, raw = reader.tokens(contexts, model.tables(k))
         else:
             token, raw = reader.adaptive_tokens(contexts, model.tables(k), state)
         return untokenize(token, raw)
 
-    return run_passes(predicted, anchors, levels, delta, code, choose, depth, corrected=latents)
+    return run_passes(
+        predicted, anchors, levels, head.delta, code, choose, head.depth, head.latents, head.halving
+    )
 
 
 def psnr(x: np.ndarray, y: np.ndarray, levels: int) -> float:
@@ -292,35 +342,51 @@ def psnr(x: np.ndarray, y: np.ndarray, levels: int) -> float:
     return math.inf if mse == 0 else 10 * math.log10(max(levels, 1) ** 2 / mse)
 
 
-def _choose_delta(part: _Slice, quality: Quality, overhead: float = 0.0) -> int:
-    """δ for one slice; ``overhead``: container bytes charged to this slice under a rate target."""
+def _encode_slice(part: _Slice, quality: Quality, overhead: float = 0.0) -> tuple[bytes, AdaptiveContexts]:
+    """The slice's payload for ``quality`` and the adaptive counts after it; ``overhead``: container
+    bytes charged to this slice under a rate target. PSNR and rate targets try every δ halving
+    period in :data:`HALVINGS` and keep the smaller file (PSNR) or the better PSNR (rate)."""
     if quality.lossless:
-        return 0
+        return part.encode(0)
     if quality.delta is not None:
-        return quality.delta
-    if quality.latent_only:
+        return part.encode(quality.delta)
+    if quality.latent_only or (
+        quality.psnr is not None
+        and not part.fast
+        and psnr(part.x, part.reconstruction(LATENT_ONLY), part.levels) >= quality.psnr
+    ):
         if part.fast:
             raise InputError("latent-only coding needs the autoencoder (not with fast encoding)")
-        return LATENT_ONLY
+        return part.encode(LATENT_ONLY)
     if quality.psnr is not None:
-        if not part.fast and psnr(part.x, part.reconstruction(LATENT_ONLY), part.levels) >= quality.psnr:
-            return LATENT_ONLY
-        low, high = 0, part.levels  # PSNR(low) is infinite; find the largest δ that meets the target
-        while low < high:
-            mid = (low + high + 1) // 2
-            low, high = (
-                (mid, high)
-                if psnr(part.x, part.reconstruction(mid), part.levels) >= quality.psnr
-                else (low, mid - 1)
-            )
-        return low
+        target = quality.psnr
+        coded = [part.encode(_largest_delta(part, target, h), target, h) for h in HALVINGS]
+        return min(coded, key=lambda c: len(c[0]))
     budget = quality.bpp * part.x.size / 8 - overhead
-    if len(part.encode(part.levels)[0]) > budget:  # even the coarsest residual does not fit
-        return part.levels if part.fast else LATENT_ONLY
-    low, high = 0, part.levels  # find the smallest δ whose slice fits the budget
+    best: tuple[float, tuple[bytes, AdaptiveContexts]] | None = None
+    for halving in HALVINGS:
+        if len(part.encode(part.levels, halving=halving)[0]) > budget:  # even the coarsest does not fit
+            continue
+        low, high = 0, part.levels  # find the smallest δ whose slice fits the budget
+        while low < high:
+            mid = (low + high) // 2
+            fits = len(part.encode(mid, halving=halving)[0]) <= budget
+            low, high = (low, mid) if fits else (mid + 1, high)
+        quality_db = psnr(part.x, part.reconstruction(low, halving), part.levels)
+        if best is None or quality_db > best[0]:
+            best = (quality_db, part.encode(low, halving=halving))
+    if best is not None:
+        return best[1]
+    return part.encode(part.levels if part.fast else LATENT_ONLY)  # nothing fits: the smallest
+
+
+def _largest_delta(part: _Slice, target: float, halving: int) -> int:
+    """The largest δ whose reconstruction reaches ``target`` dB (bisection; δ = 0 is exact)."""
+    low, high = 0, part.levels
     while low < high:
-        mid = (low + high) // 2
-        low, high = (low, mid) if len(part.encode(mid)[0]) <= budget else (mid + 1, high)
+        mid = (low + high + 1) // 2
+        good = psnr(part.x, part.reconstruction(mid, halving), part.levels) >= target
+        low, high = (mid, high) if good else (low, mid - 1)
     return low
 
 
@@ -365,8 +431,7 @@ def compress(
     payloads, counts = [], AdaptiveContexts(CONTEXT_CLASSES)
     for x in slices:
         part = _Slice(model, x, header.levels, fast=fast, counts=counts)
-        delta = _choose_delta(part, quality, container_overhead(len(slices)))
-        payload, after = part.encode(delta, quality.psnr)
+        payload, after = _encode_slice(part, quality, container_overhead(len(slices)))
         palette = None if quality.latent_only else np.unique(x)
         if palette is not None and 4 * palette.size <= header.levels + 1:  # few values: code their ranks
             # losslessly, whenever that is smaller (then it is also better) than the requested coding
@@ -397,39 +462,28 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
     for i, payload in enumerate(payloads):
         if i:
             counts = counts.next_slice()
-        if len(payload) < _SLICE.size:
-            raise InputError("corrupt codec payload (slice header cut short)")
-        delta, offset, depth, flags, palette_size = _SLICE.unpack_from(payload)
-        latents, depth = not depth & NO_LATENTS, depth & ~NO_LATENTS
-        if depth > (DEPTHS[-1] if latents else MAX_DEPTH) or (delta == LATENT_ONLY and not latents):
-            raise InputError(f"corrupt codec payload (polyphase depth {depth})")
-        if delta != LATENT_ONLY and delta > header.levels:
-            raise InputError(f"corrupt codec payload (delta {delta} for {header.bits}-bit data)")
-        if palette_size and (delta != 0 or palette_size > header.levels + 1):
-            raise InputError(f"corrupt codec payload (palette of {palette_size} values)")
-        reader = Reader(payload[_SLICE.size :])
+        head = _SliceHeader.read(payload, header.levels)
+        reader = Reader(payload[_SliceHeader.FORMAT.size :])
         shape = (header.height, header.width)
         levels = header.levels
         palette = None
-        if palette_size:
-            palette = _read_palette(reader, palette_size)
+        if head.palette_size:
+            palette = _read_palette(reader, head.palette_size)
             if palette[-1] > header.levels:
                 raise InputError("corrupt codec payload (palette out of range)")
-            levels = max(1, palette_size - 1)
-        if latents:
+            levels = max(1, head.palette_size - 1)
+        if head.latents:
             symbols = np.stack([reader.categorical(h4 * w4, table) for table in model.latent_tables])
             q = torch.from_numpy(symbols - LATENT_RANGE).reshape(1, -1, h4, w4).to(device)
             predicted, log_scale = _prediction(model, q, shape, levels)
-            if delta == LATENT_ONLY:
+            if head.delta == LATENT_ONLY:
                 out[i] = predicted
                 continue
-            anchors = contexts_of(log_scale, offset)
+            anchors = contexts_of(log_scale, head.offset)
         else:
             predicted, anchors = _no_latent_prediction(shape, levels)
-        values = _decode_residuals(
-            model, reader, predicted, anchors, levels, delta, depth, flags, latents, counts
-        )
-        out[i] = values if palette is None else palette[np.clip(values, 0, palette_size - 1)]
+        values = _decode_residuals(model, reader, predicted, anchors, levels, head, counts)
+        out[i] = values if palette is None else palette[np.clip(values, 0, head.palette_size - 1)]
     if header.layout == 0:
         return out[0], header
     return (out if header.layout == 1 else np.moveaxis(out, 0, -1)), header

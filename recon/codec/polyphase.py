@@ -32,10 +32,19 @@ ZERO_CLASS = ACTIVITY_CLASSES  # both neighbours exactly 0 (image background): i
 CONTEXT_CLASSES = ACTIVITY_CLASSES + 1
 PASSES = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row parity, column parity), in coding order
 
-# code(pass, rows, cols, prediction, contexts) -> quantised residuals of those pixels
-Code = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-# choose(pass, rows, cols, [plain prediction, corrected prediction]) -> 0 or 1
-Choose = Callable[[int, np.ndarray, np.ndarray, list[np.ndarray]], int]
+# code(pass, rows, cols, prediction, contexts, delta) -> quantised residuals of those pixels
+Code = Callable[[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
+# choose(pass, rows, cols, [plain prediction, corrected prediction], delta) -> 0 or 1
+Choose = Callable[[int, np.ndarray, np.ndarray, list[np.ndarray], int], int]
+MAX_HALVING = 8  # largest halving period a file may state
+
+
+def level_delta(delta: int, halving: int, level: int) -> int:
+    """δ of resolution ``level`` (0: finest): ``delta`` halved every ``halving`` levels towards the
+    coarse grid (0: the same δ everywhere). Coarse pixels are few and every finer pixel is
+    interpolated from them, so at low rates they are worth more precision (the idea behind the
+    finer quantisation of a wavelet's coarse bands); every error stays within ``delta``."""
+    return delta >> (level // halving) if halving else delta
 
 
 def quantize_residual(r: np.ndarray, delta: int) -> np.ndarray:
@@ -105,6 +114,7 @@ def run_passes(
     choose: Choose,
     depth: int = 0,
     corrected: bool = True,
+    halving: int = 0,
 ) -> np.ndarray:
     """Reconstruct pass by pass; ``code`` codes (or decodes) each pass' residuals, ``choose`` picks
     the predictor of passes 1–3 (encoder: the cheaper one; decoder: the flag it read).
@@ -113,13 +123,15 @@ def run_passes(
     stride 2, 4, …: only the pixels of stride :math:`2^{D+1}` use the autoencoder's prediction.
     Callbacks get full-resolution ``rows, cols`` and the pass number ``3·level + k`` (k = 1, 2, 3;
     0 for the autoencoder-predicted anchors). ``corrected=False`` offers only the plain interpolation
-    (without latents the corrected one is the same)."""
-    step = 2 * delta + 1
+    (without latents the corrected one is the same). Level n quantises with
+    :func:`level_delta` (``delta``, ``halving``, n), which ``code`` and ``choose`` receive."""
     recon = np.zeros(predicted.shape, np.int64)
     energy = np.zeros(predicted.shape, np.int64)  # |coded residual| of each pixel coded so far
 
     def level(n: int) -> None:
         stride = 1 << n
+        d = level_delta(delta, halving, n)
+        step = 2 * d + 1
         grid, guess = recon[::stride, ::stride], predicted[::stride, ::stride]  # views
         errors = energy[::stride, ::stride]
         for k in range(4):
@@ -136,12 +148,12 @@ def run_passes(
                 number = 3 * n + k
                 modes = (PLAIN, CORRECTED) if corrected else (PLAIN, MEAN4) if k == 3 else (PLAIN,)
                 options = [interpolate(grid, guess, k, mode, rows, cols) for mode in modes]
-                prediction, disagreement, zero = options[choose(number, *full, [o[0] for o in options])]
+                prediction, disagreement, zero = options[choose(number, *full, [o[0] for o in options], d)]
                 nearby = sum(sum(_neighbours(errors, rows, cols, axis)) for axis in (0, 1))
                 contexts = np.where(
                     zero, ZERO_CLASS, activity_class(np.abs(disagreement) + nearby * step, step)
                 )
-            q = code(number, *full, prediction, contexts)
+            q = code(number, *full, prediction, contexts, d)
             grid[rows, cols] = np.clip(prediction + q * step, 0, levels)
             errors[rows, cols] = np.abs(q)
 
