@@ -31,7 +31,7 @@ import imagecodecs
 import numpy as np
 import torch
 
-from recon.codec import Quality, compress, decompress, load_codec, psnr
+from recon.codec import Quality, compress, decompress, load_codec
 from recon.codec.model import default_codec
 from recon.datasets.builders import VOLUMES
 
@@ -104,14 +104,18 @@ def lossless_rows(volumes: list[np.ndarray], model) -> dict[str, dict[str, float
     return rows
 
 
-def _match_rate(encode, decode, image: np.ndarray, budget_bytes: float, low: float, high: float, levels: int):
-    """Largest peer quality within ``budget_bytes``: (psnr, bytes), or None if none fits."""
+def _mse(image: np.ndarray, decoded) -> float:
+    return float(np.mean((image.astype(np.float64) - np.asarray(decoded).reshape(image.shape)) ** 2))
+
+
+def _match_rate(encode, decode, image: np.ndarray, budget_bytes: float, low: float, high: float):
+    """Largest peer quality within ``budget_bytes``: (mse, bytes), or None if none fits."""
     best = None
     for _ in range(14):
         mid = (low + high) / 2
         data = encode(image, mid)
         if len(data) <= budget_bytes:
-            best = (psnr(image, np.asarray(decode(data)).reshape(image.shape), levels), len(data))
+            best = (_mse(image, decode(data)), len(data))
             low = mid
         else:
             high = mid
@@ -131,19 +135,19 @@ def lossy_rows(images: list[np.ndarray], model, points: list[Quality]) -> list[d
         label = "latent only" if quality.latent_only else None
         label = label or (f"delta={quality.delta}" if quality.delta is not None else f"bpp<={quality.bpp}")
         r = {"point": label, "recon_bpp": 0.0}
-        psnrs: dict[str, list[float]] = {"recon": [], "JPEG 2000": [], "JPEG": []}
+        errors: dict[str, list[float]] = {"recon": [], "JPEG 2000": [], "JPEG": []}  # MSE per image
         pixels = sum(im.size for im in images)
         peer_bits = {"JPEG 2000": 0.0, "JPEG": 0.0}
         for image in images:
             data = compress(image, model, quality, fast=quality.bpp is not None)
             r["recon_bpp"] += 8 * len(data) / pixels
-            psnrs["recon"].append(psnr(image, decompress(data, model), levels))
+            errors["recon"].append(_mse(image, decompress(data, model)))
             for name, (encode, decode), span in (("JPEG 2000", j2k, (15, 100)), ("JPEG", jpeg, (1, 100))):
-                match = _match_rate(encode, decode, image, len(data), *span, levels)
-                psnrs[name].append(match[0] if match else math.nan)
+                match = _match_rate(encode, decode, image, len(data), *span)
+                errors[name].append(match[0] if match else math.nan)
                 peer_bits[name] += 8 * (match[1] if match else 0) / pixels
-        for name, values in psnrs.items():
-            r[f"{name}_psnr"] = float(np.mean(values))
+        for name, values in errors.items():  # PSNR of the group's mean MSE (lossless images count 0)
+            r[f"{name}_psnr"] = 10 * math.log10(levels**2 / max(float(np.mean(values)), 1e-300))
         r |= {f"{k}_bpp": v for k, v in peer_bits.items()}
         rows.append(r)
     return rows
