@@ -207,8 +207,8 @@ class Writer:
 
     def _raw(self, token: np.ndarray, raw: np.ndarray) -> None:
         extra = token_bits(token)
-        for bits in range(1, MAX_BITS):
-            self.uniform(raw[extra == bits], bits)
+        for bits in np.unique(extra[extra > 0]):  # by length, ascending
+            self.uniform(raw[extra == bits], int(bits))
 
     def bytes(self) -> bytes:
         return self.encoder.get_compressed().astype("<u4").tobytes()
@@ -256,7 +256,7 @@ class Reader:
     def _raw(self, token: np.ndarray) -> np.ndarray:
         raw = np.zeros(token.shape, np.int64)
         extra = token_bits(token)
-        for bits in range(1, MAX_BITS):
+        for bits in np.unique(extra[extra > 0]):
             where = extra == bits
-            raw[where] = self.uniform(int(where.sum()), bits)
+            raw[where] = self.uniform(int(where.sum()), int(bits))
         return raw
