@@ -133,8 +133,8 @@ class AdaptiveContexts:
         self.seen = 0
 
     def chunks(self, n: int) -> Iterator[slice]:
-        """Consecutive parts of ``n`` pixels, to be coded and then :meth:`update` d in turn: at least
-        :data:`CHUNK` pixels, and a fraction :data:`CHUNK_GROWTH` of the tokens seen so far (once
+        """Consecutive parts of ``n`` pixels, each coded and then counted (:meth:`update`) before the
+        next is cut: at least :data:`CHUNK` pixels, and 1/:data:`CHUNK_GROWTH` of the tokens seen so far (once
         many are counted, one more chunk barely moves the probabilities; this keeps the number of
         coder calls logarithmic in the slice's size)."""
         start = 0
