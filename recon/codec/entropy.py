@@ -133,10 +133,10 @@ class AdaptiveContexts:
         self.seen = 0
 
     def chunks(self, n: int) -> Iterator[slice]:
-        """Consecutive parts of ``n`` pixels, each coded and then counted (:meth:`update`) before the
-        next is cut: at least :data:`CHUNK` pixels, and 1/:data:`CHUNK_GROWTH` of the tokens seen so far (once
-        many are counted, one more chunk barely moves the probabilities; this keeps the number of
-        coder calls logarithmic in the slice's size)."""
+        """Consecutive parts of ``n`` pixels, each coded and then counted (:meth:`update`) before
+        the next is cut: at least :data:`CHUNK` pixels, and 1/:data:`CHUNK_GROWTH` of the tokens
+        seen so far (once many are counted, one more chunk barely moves the probabilities; this
+        keeps the number of coder calls logarithmic in the slice's size)."""
         start = 0
         while start < n:
             stop = min(n, start + max(CHUNK, self.seen // CHUNK_GROWTH))
