@@ -74,28 +74,32 @@ def _neighbours(
 PLAIN, CORRECTED, MEAN4 = 0, 1, 2
 
 
-def interpolate(recon: np.ndarray, predicted: np.ndarray, k: int, mode: int, rows, cols):
+def interpolate(recon: np.ndarray, predicted: np.ndarray, k: int, modes: tuple[int, ...], rows, cols):
     """Prediction, disagreement and "neighbours all zero" of pass ``k`` (1: row, 2: column,
-    3: centre) from ``recon``; ``mode``: PLAIN, CORRECTED or (centre only) MEAN4, the mean of all
-    four neighbours (best for noise)."""
+    3: centre) from ``recon``, one triple per mode in ``modes``: PLAIN, CORRECTED or (centre only)
+    MEAN4, the mean of all four neighbours (best for noise). The neighbours are gathered once."""
+    axes = {1: (1,), 2: (0,), 3: (1, 0)}[k]
+    neighbours = {axis: _neighbours(recon, rows, cols, axis) for axis in axes}
+    residual = recon - predicted if CORRECTED in modes else None
 
-    def pair(axis):
-        a, b = _neighbours(recon, rows, cols, axis)
+    def pair(axis: int, mode: int):
+        a, b = neighbours[axis]
         zero = (a == 0) & (b == 0)
         if mode == CORRECTED:
-            ea, eb = _neighbours(recon - predicted, rows, cols, axis)
+            ea, eb = _neighbours(residual, rows, cols, axis)
             return predicted[rows, cols] + (ea + eb) // 2, a - b, zero
         return (a + b) // 2, a - b, zero
 
-    if k == 1:
-        return pair(1)
-    if k == 2:
-        return pair(0)
-    (ph, dh, zh), (pv, dv, zv) = pair(1), pair(0)
-    if mode == MEAN4:
-        return (2 * (ph + pv) + 2) // 4, (np.abs(dh) + np.abs(dv)) // 2, zh & zv
-    horizontal = np.abs(dh) <= np.abs(dv)
-    return np.where(horizontal, ph, pv), np.where(horizontal, dh, dv), zh & zv
+    def option(mode: int):
+        if k != 3:
+            return pair(axes[0], mode)
+        (ph, dh, zh), (pv, dv, zv) = pair(1, mode), pair(0, mode)
+        if mode == MEAN4:
+            return (2 * (ph + pv) + 2) // 4, (np.abs(dh) + np.abs(dv)) // 2, zh & zv
+        horizontal = np.abs(dh) <= np.abs(dv)
+        return np.where(horizontal, ph, pv), np.where(horizontal, dh, dv), zh & zv
+
+    return [option(mode) for mode in modes]
 
 
 def positions(shape: tuple[int, int], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +151,7 @@ def run_passes(
             else:
                 number = 3 * n + k
                 modes = (PLAIN, CORRECTED) if corrected else (PLAIN, MEAN4) if k == 3 else (PLAIN,)
-                options = [interpolate(grid, guess, k, mode, rows, cols) for mode in modes]
+                options = interpolate(grid, guess, k, modes, rows, cols)
                 prediction, disagreement, zero = options[choose(number, *full, [o[0] for o in options], d)]
                 nearby = sum(sum(_neighbours(errors, rows, cols, axis)) for axis in (0, 1))
                 contexts = np.where(
