@@ -75,8 +75,21 @@ class _Layout:
     around: tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]  # axis 0, axis 1
 
 
-@lru_cache(maxsize=1024)
+CACHED_LAYOUT_PIXELS = 1 << 15  # passes up to this size keep their layouts (a few MB at most)
+
+
 def _layout(shape: tuple[int, int], stride: int, k: int) -> _Layout:
+    """The pass' layout: cached for small passes (an image's coarse levels, and whole slices of
+    typical MR sizes, which are coded again and again), built afresh for large ones."""
+    grid = len(range(0, shape[0], stride)) * len(range(0, shape[1], stride))
+    return (
+        _cached_layout(shape, stride, k)
+        if grid <= 4 * CACHED_LAYOUT_PIXELS
+        else _build_layout(shape, stride, k)
+    )
+
+
+def _build_layout(shape: tuple[int, int], stride: int, k: int) -> _Layout:
     height, width = shape
     gh, gw = len(range(0, height, stride)), len(range(0, width, stride))
     rp, cp = PASSES[k]
@@ -86,14 +99,20 @@ def _layout(shape: tuple[int, int], stride: int, k: int) -> _Layout:
     def flat(r: np.ndarray, c: np.ndarray) -> np.ndarray:
         return (r * stride) * width + c * stride
 
-    around = (
-        (flat((rows - 1) % gh, cols), flat(np.where(rows + 1 < gh, rows + 1, (rows - 1) % gh), cols)),
-        (flat(rows, (cols - 1) % gw), flat(rows, np.where(cols + 1 < gw, cols + 1, (cols - 1) % gw))),
+    below = np.where(rows + 1 < gh, rows + 1, (rows - 1) % gh)
+    right = np.where(cols + 1 < gw, cols + 1, (cols - 1) % gw)
+    layout = _Layout(
+        rows * stride,
+        cols * stride,
+        flat(rows, cols),
+        ((flat((rows - 1) % gh, cols), flat(below, cols)), (flat(rows, (cols - 1) % gw), flat(rows, right))),
     )
-    arrays = (rows * stride, cols * stride, flat(rows, cols), *around[0], *around[1])
-    for array in arrays:
-        array.flags.writeable = False
-    return _Layout(rows * stride, cols * stride, flat(rows, cols), around)
+    for array in (layout.rows, layout.cols, layout.index, *layout.around[0], *layout.around[1]):
+        array.flags.writeable = False  # shared through the cache
+    return layout
+
+
+_cached_layout = lru_cache(maxsize=64)(_build_layout)
 
 
 def _neighbours(values: np.ndarray, layout: _Layout, axis: int) -> tuple[np.ndarray, np.ndarray]:
