@@ -175,7 +175,7 @@ def test_level_delta_halves_towards_the_coarse_grid():
     assert [level_delta(20, 0, n) for n in range(3)] == [20, 20, 20]
 
 
-def test_halved_delta_bounds_each_level_and_wins_at_a_low_rate(model, monkeypatch):
+def test_halved_delta_bounds_each_level_and_rate_targets_keep_the_better_choice(model, monkeypatch):
     import recon.codec.codec as codec_module
     from recon.codec.codec import _SliceHeader
     from recon.codec.container import read_header
