@@ -130,6 +130,12 @@ def _match_rate(encode, decode, image: np.ndarray, budget_bytes: float, low: flo
     return best
 
 
+def _label(quality: Quality) -> str:
+    if quality.latent_only:
+        return "latent only"
+    return f"delta={quality.delta}" if quality.delta is not None else f"bpp<={quality.bpp}"
+
+
 def lossy_rows(images: list[np.ndarray], model, points: list[Quality]) -> list[dict[str, Any]]:
     bits = max(int(im.max()).bit_length() for im in images)
     levels = (1 << bits) - 1
@@ -140,9 +146,7 @@ def lossy_rows(images: list[np.ndarray], model, points: list[Quality]) -> list[d
     )
     rows = []
     for quality in points:
-        label = "latent only" if quality.latent_only else None
-        label = label or (f"delta={quality.delta}" if quality.delta is not None else f"bpp<={quality.bpp}")
-        r = {"point": label, "recon_bpp": 0.0}
+        r = {"point": _label(quality), "recon_bpp": 0.0}
         errors: dict[str, list[float]] = {"recon": [], "JPEG 2000": [], "JPEG": []}  # MSE per image
         pixels = sum(im.size for im in images)
         peer_bits = {"JPEG 2000": 0.0, "JPEG": 0.0}

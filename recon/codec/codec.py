@@ -365,16 +365,20 @@ def _encode_slice(part: _Slice, quality: Quality, overhead: float = 0.0) -> tupl
     budget = quality.bpp * part.x.size / 8 - overhead
     best: tuple[float, tuple[bytes, AdaptiveContexts]] | None = None
     for halving in HALVINGS:
-        if len(part.encode(part.levels, halving=halving)[0]) > budget:  # even the coarsest does not fit
+        fitting = {part.levels: part.encode(part.levels, halving=halving)}  # δ → coded, within budget
+        if len(fitting[part.levels][0]) > budget:  # even the coarsest does not fit
             continue
-        low, high = 0, part.levels  # find the smallest δ whose slice fits the budget
+        low, high = 0, part.levels  # find the smallest δ whose slice fits (it was coded on the way)
         while low < high:
             mid = (low + high) // 2
-            fits = len(part.encode(mid, halving=halving)[0]) <= budget
-            low, high = (low, mid) if fits else (mid + 1, high)
+            coded = part.encode(mid, halving=halving)
+            if len(coded[0]) <= budget:
+                fitting[mid], high = coded, mid
+            else:
+                low = mid + 1
         quality_db = psnr(part.x, part.reconstruction(low, halving), part.levels)
         if best is None or quality_db > best[0]:
-            best = (quality_db, part.encode(low, halving=halving))
+            best = (quality_db, fitting[low])
     if best is not None:
         return best[1]
     return part.encode(part.levels if part.fast else LATENT_ONLY)  # nothing fits: the smallest

@@ -150,64 +150,57 @@ def predict_samples(
     if chunk is None:
         pixels = x0.shape[0] * x0.shape[-2] * x0.shape[-1]
         chunk = samples.count if device.type != "cpu" else max(1, CPU_SAMPLE_PIXELS // pixels)
-    run = _stacked_passes if isinstance(net, GraphNet) else _vmapped_passes
+    tail = _SampledPasses(model, weights, y, physics, first, step)
+    run = tail.stacked if isinstance(net, GraphNet) else tail.vmapped
     outputs = []
     for start in range(0, samples.count, chunk):
         part = {k: v[start : start + chunk].to(device) for k, v in samples.tensors.items()}
-        x = run(model, weights, part, shared, y, physics, first, step)
-        outputs.append(vmap(lambda v: model.consistency(v, y, physics))(x))
+        outputs.append(vmap(lambda v: model.consistency(v, y, physics))(run(part, shared)))
     return torch.cat(outputs) * scale
 
 
-def _vmapped_passes(
-    model: Reconstructor,
-    weights: Mapping[str, Tensor],
-    sampled: Mapping[str, Tensor],
-    x: Tensor,
-    y: Tensor,
-    physics: Physics,
-    first: int,
-    step: float,
-) -> Tensor:
-    """The sampled passes, from ``first`` on, ``vmap``-ped over the samples (any network)."""
-    buffers = dict(model.net.named_buffers())
+@dataclass(frozen=True)
+class _SampledPasses:
+    """The passes from ``first`` on, with the weights ``weights`` overridden by each sample's."""
 
-    def passes(part: dict[str, Tensor]) -> Tensor:
-        def network(v: Tensor) -> Tensor:
-            return functional_call(model.net, ({**weights, **part}, buffers), (v,))
+    model: Reconstructor
+    weights: Mapping[str, Tensor]
+    y: Tensor
+    physics: Physics
+    first: int
+    step: float
 
-        return model.body(network, x, y, physics, start=first, step=step)
+    def vmapped(self, sampled: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """``vmap``-ped over the samples (any network)."""
+        model, buffers = self.model, dict(self.model.net.named_buffers())
 
-    return vmap(passes)(sampled)
+        def passes(part: dict[str, Tensor]) -> Tensor:
+            def network(v: Tensor) -> Tensor:
+                return functional_call(model.net, ({**self.weights, **part}, buffers), (v,))
 
+            return model.body(network, x, self.y, self.physics, start=self.first, step=self.step)
 
-def _stacked_passes(
-    model: Reconstructor,
-    weights: Mapping[str, Tensor],
-    sampled: Mapping[str, Tensor],
-    x: Tensor,
-    y: Tensor,
-    physics: Physics,
-    first: int,
-    step: float,
-) -> Tensor:
-    """The sampled passes with every sample's network evaluated in one grouped pass; ``x`` is shared
-    until the first sampled pass, then ``(K, B, ...)``."""
-    k = int(next(iter(sampled.values())).shape[0])
-    params, names = {**weights, **sampled}, set(sampled)
-    per_sample = False
-    for _ in range(first, model.passes):
-        if model.unrolled:
-            z = (
-                vmap(lambda v: model.data_step(v, y, physics, step))(x)
-                if per_sample
-                else model.data_step(x, y, physics, step)
-            )
-        else:
-            z = x
-        like = z if per_sample else z.expand(k, *z.shape)
-        net_input = model.to_net(z.flatten(0, 1)).unflatten(0, (k, -1)) if per_sample else model.to_net(z)
-        out = stacked_forward(model.net, params, names, net_input, k)
-        x = model.from_net(out.flatten(0, 1), like.flatten(0, 1)).unflatten(0, (k, -1))
-        per_sample = True
-    return x
+        return vmap(passes)(sampled)
+
+    def stacked(self, sampled: Mapping[str, Tensor], x: Tensor) -> Tensor:
+        """Every sample's network evaluated in one grouped pass; ``x`` is shared until the first
+        sampled pass, then ``(K, B, ...)``."""
+        model, y, physics, step = self.model, self.y, self.physics, self.step
+        k = int(next(iter(sampled.values())).shape[0])
+        params, names = {**self.weights, **sampled}, set(sampled)
+        per_sample = False
+        for _ in range(self.first, model.passes):
+            if model.unrolled:
+                z = (
+                    vmap(lambda v: model.data_step(v, y, physics, step))(x)
+                    if per_sample
+                    else model.data_step(x, y, physics, step)
+                )
+            else:
+                z = x
+            like = z if per_sample else z.expand(k, *z.shape)
+            net_input = model.to_net(z.flatten(0, 1)).unflatten(0, (k, -1)) if per_sample else model.to_net(z)
+            out = stacked_forward(model.net, params, names, net_input, k)
+            x = model.from_net(out.flatten(0, 1), like.flatten(0, 1)).unflatten(0, (k, -1))
+            per_sample = True
+        return x
