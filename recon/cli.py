@@ -147,13 +147,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from recon.pipeline import calibrate_model
 
-    factor = calibrate_model(
+    calibration = calibrate_model(
         args.model,
         args.uncertainty,
         coverage=args.coverage,
         samples=args.samples,
         data=Path(args.data) if args.data else None,
         device=resolve_device(args.device),
+        bins=args.bins,
     )
     print(
         json.dumps(
@@ -161,7 +162,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 "model": str(args.model),
                 "sampler": args.uncertainty,
                 "coverage": args.coverage,
-                "interval_scale": factor,
+                **calibration.to_json(),
             }
         )
     )
@@ -436,12 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_sample)
 
-    p = sub.add_parser("calibrate", help="fit the credible-interval scale on validation volumes")
+    p = sub.add_parser("calibrate", help="fit the credible-interval factors on validation volumes")
     p.add_argument("--model", required=True)
     p.add_argument("--uncertainty", default="psgld", help="the sampler whose samples to calibrate")
     p.add_argument("--data", help="folder of validation .h5 volumes (default: packaged-mr val split)")
     p.add_argument("--coverage", type=float, default=0.9)
     p.add_argument("--samples", type=int, default=16)
+    p.add_argument(
+        "--bins", type=int, default=4, help="spread groups, each with its own factor (1: one factor)"
+    )
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_calibrate)
 

@@ -29,8 +29,10 @@ from recon.outputs import write_reconstruction
 from recon.registry import get_registry
 from recon.tasks import Task, build_task
 from recon.uncertainty import (
+    CALIBRATION_BINS,
+    Calibration,
     WeightSamples,
-    conformal_scale,
+    conformal_calibration,
     load_samples,
     posterior_maps,
     predict_samples,
@@ -110,8 +112,8 @@ def uncertainty_maps(
     """Posterior maps of every slice, in the input's scale: arrays ``(S, H, W)``, metrics against
     the truth when known (PSNR/SSIM of the mean, interval coverage, Spearman(std, |error|), AUROC for
     the pixels with the 5% largest errors, AUSE), and the seconds spent."""
-    scale = samples.calibration.get(f"{coverage:g}")
-    if scale is None:
+    calibration = samples.calibration.get(f"{coverage:g}")
+    if calibration is None:
         warnings.warn(
             f"no calibration for coverage {coverage:g} (run `recon calibrate`): bounds are "
             "empirical sample quantiles",
@@ -124,7 +126,7 @@ def uncertainty_maps(
     with torch.no_grad():
         for first in range(0, problem.y.shape[0], chunk):
             draws = predict_samples(model, samples, problem.y[first : first + chunk], problem.physics)
-            maps = posterior_maps(draws, problem.physics, coverage, scale)
+            maps = posterior_maps(draws, problem.physics, coverage, calibration)
             for key in keys:
                 parts[key].append(getattr(maps, key))
     seconds = time.perf_counter() - start
@@ -140,7 +142,7 @@ def uncertainty_maps(
             "spearman_std_error": spearman(arrays["std"], error),
             "auroc_large_errors": auroc(arrays["std"], error >= np.quantile(error, 0.95)),
             "ause": ause(arrays["std"], error),
-            "calibrated": scale is not None,
+            "calibrated": calibration is not None,
         }
     return arrays, metrics, seconds
 
@@ -345,9 +347,10 @@ def calibrate_model(
     samples: int = 16,
     data: Path | None = None,
     device: Any = "cpu",
-) -> float:
-    """Fit the conformal interval factor on validation volumes (default: the ``packaged-mr``
-    validation split) and store it with the samples; returns it."""
+    bins: int = CALIBRATION_BINS,
+) -> Calibration:
+    """Fit the conformal interval factors (``bins`` spread groups) on validation volumes (default:
+    the ``packaged-mr`` validation split) and store them with the samples; returns them."""
     model, metadata = load_model(model_name, device=device)
     path = samples_path(model_name, sampler)
     stored = load_samples(path, model)
@@ -380,7 +383,7 @@ def calibrate_model(
                 means.append(magnitudes.mean(0))
                 stds.append(magnitudes.std(0))
                 truths.append(problem.truth[first : first + 2])
-    factor = conformal_scale(means, stds, truths, coverage)
-    stored.calibration[f"{coverage:g}"] = factor
+    calibration = conformal_calibration(means, stds, truths, coverage, bins)
+    stored.calibration[f"{coverage:g}"] = calibration
     save_samples(stored, path)
-    return factor
+    return calibration

@@ -13,8 +13,10 @@ import torch
 from recon import InputError, build_operator, get_registry
 from recon.metrics import auroc, ause, coverage, spearman
 from recon.uncertainty import (
+    Calibration,
     WeightSamples,
-    conformal_scale,
+    conformal_calibration,
+    interval_scale,
     load_samples,
     null_space_projector,
     posterior_maps,
@@ -207,19 +209,22 @@ def test_posterior_maps():
     maps = posterior_maps(samples, physics, coverage=0.8)
     inside = ((samples.abs() >= maps.lower) & (samples.abs() <= maps.upper)).float().mean()
     assert 0.75 <= float(inside) <= 0.85
-    calibrated = posterior_maps(samples, physics, coverage=0.8, scale=2.0)
-    torch.testing.assert_close(calibrated.upper - calibrated.mean, 2.0 * calibrated.std)
+    calibrated = posterior_maps(samples, physics, coverage=0.8, calibration=Calibration((), (2.0,)))
+    half_width = 2.0 * interval_scale(calibrated.mean, calibrated.std)
+    torch.testing.assert_close(calibrated.upper - calibrated.mean, half_width)
+    torch.testing.assert_close(calibrated.lower, (calibrated.mean - half_width).clamp_min(0))
     with pytest.raises(InputError):
         posterior_maps(samples[:1], physics)
 
 
-def test_conformal_scale_and_metrics():
+def test_conformal_factor_and_metrics():
     g = torch.Generator().manual_seed(0)
-    mean = torch.zeros(200, 200)
+    mean = torch.full((200, 200), 10.0)
     std = torch.rand(200, 200, generator=g) + 0.5
-    truth = std * torch.randn(200, 200, generator=g)
-    q = conformal_scale([mean], [std], [truth], 0.9)
-    assert q == pytest.approx(1.645, abs=0.05)
+    truth = mean + std * torch.randn(200, 200, generator=g)
+    calibration = conformal_calibration([mean], [std], [truth], 0.9, bins=1)
+    q = calibration.factors[0]
+    assert calibration.edges == () and q == pytest.approx(1.645, abs=0.05)  # the Gaussian 90% point
     assert coverage(mean - q * std, mean + q * std, truth) == pytest.approx(0.9, abs=0.01)
     error = (truth - mean).abs().numpy()
     assert spearman(std, error) == pytest.approx(scipy.stats.spearmanr(std.flatten(), error.flatten())[0])
@@ -229,13 +234,63 @@ def test_conformal_scale_and_metrics():
     assert ause(error, error) == pytest.approx(0.0) and ause(-torch.from_numpy(error), error) > 0.5
 
 
+def _two_populations(confident: float, n: int, g: torch.Generator):
+    """Pixels whose spread s understates the error twice (s = 0.01, error sd 0.02) and pixels whose
+    spread overstates it threefold (s = 0.3, error sd 0.1); ``confident``: the first kind's share."""
+    first = int(confident * n)
+    std = torch.cat([torch.full((first,), 0.01), torch.full((n - first,), 0.3)])
+    sd = torch.cat([torch.full((first,), 0.02), torch.full((n - first,), 0.1)])
+    mean = torch.full((n,), 1.0)
+    return mean.view(1, -1, 1), std.view(1, -1, 1), (mean + sd * torch.randn(n, generator=g)).view(1, -1, 1)
+
+
+def test_spread_groups_keep_coverage_when_the_mix_changes():
+    """Mondrian calibration: a factor per spread group holds its coverage in every group, so a scan
+    with another mix of confident and unconfident pixels keeps the stated coverage; one pooled factor
+    does not."""
+    g = torch.Generator().manual_seed(0)
+    fit = _two_populations(0.5, 40_000, g)
+    grouped = conformal_calibration([fit[0]], [fit[1]], [fit[2]], 0.9, bins=2)
+    assert grouped.factors == pytest.approx((1.645 * 2, 1.645 / 3), rel=0.05)  # closed form per group
+    pooled = conformal_calibration([fit[0]], [fit[1]], [fit[2]], 0.9, bins=1)
+    mean, std, truth = _two_populations(0.9, 40_000, g)  # new scan: 90% confident pixels
+
+    def covered(calibration):
+        half = calibration.factors_for(mean, std) * interval_scale(mean, std)
+        return coverage(mean - half, mean + half, truth)
+
+    assert covered(grouped) == pytest.approx(0.9, abs=0.01)
+    # the pooled factor covers the confident pixels at P(|Z| ≤ q·0.01/0.02) ≈ 0.80, the others all
+    assert covered(pooled) == pytest.approx(
+        0.9 * (2 * scipy.stats.norm.cdf(pooled.factors[0] / 2) - 1) + 0.1, abs=0.01
+    )
+    assert covered(pooled) < 0.85
+
+
+def test_calibration_floor_and_file_form():
+    mean = torch.tensor([[[0.0, 1.0], [2.0, 4.0]]])
+    std = torch.tensor([[[0.0, 1e-5, 0.5, 1e-3]]]).view(1, 2, 2)
+    torch.testing.assert_close(interval_scale(mean, std), torch.tensor([[[4e-3, 4e-3], [0.5, 4e-3]]]))
+    calibration = Calibration((0.01, 0.1), (1.0, 2.0, 3.0))
+    relative = torch.tensor([[[0.005, 0.05], [0.5, 0.1]]])  # s / peak: groups 0, 1, 2, 1 (right-closed)
+    factors = calibration.factors_for(torch.full((1, 2, 2), 2.0), 2.0 * relative)
+    torch.testing.assert_close(factors, torch.tensor([[[1.0, 2.0], [3.0, 2.0]]]))
+    assert Calibration.from_json(json.loads(json.dumps(calibration.to_json()))) == calibration
+    assert Calibration.from_json(1.7) == Calibration((), (1.7,))  # files written before the groups
+    for bad in ({"edges": [0.2, 0.1], "factors": [1, 2, 3]}, {"edges": [], "factors": []}, "x", True, None):
+        with pytest.raises(InputError, match="calibration"):
+            Calibration.from_json(bad)
+    with pytest.raises(InputError, match="too few"):
+        conformal_calibration([mean], [std], [mean], 0.9, bins=4)
+
+
 def test_samples_round_trip_and_validation(tmp_path):
     model = _tiny_model()
     samples = _perturbed_samples(model, k=3)
-    samples.calibration["0.9"] = 1.7
+    samples.calibration["0.9"] = Calibration((0.02,), (1.7, 1.2))
     save_samples(samples, tmp_path / "m.test.samples")
     loaded = load_samples(tmp_path / "m.test.samples", model)
-    assert loaded.count == 3 and loaded.calibration == {"0.9": 1.7}
+    assert loaded.count == 3 and loaded.calibration == {"0.9": Calibration((0.02,), (1.7, 1.2))}
     assert loaded.subset(2).count == 2
     with pytest.raises(InputError):
         loaded.subset(4)
@@ -336,7 +391,12 @@ def test_cli_sample_calibrate_and_reconstruct_with_uncertainty(cli, tmp_path, mo
         "cpu",
     )
     assert calibrated.code == 0, calibrated.err
-    assert calibrated.json()["interval_scale"] > 0
+    fitted = calibrated.json()
+    assert (
+        len(fitted["factors"]) == 4
+        and min(fitted["factors"]) > 0
+        and fitted["edges"] == sorted(fitted["edges"])
+    )
     out = tmp_path / "r.h5"
     result = cli(
         "reconstruct",

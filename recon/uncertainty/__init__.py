@@ -1,6 +1,14 @@
 """Uncertainty and hallucination maps: weight samples, batched inference, posterior maps, calibration."""
 
-from recon.uncertainty.maps import PosteriorMaps, conformal_scale, null_space_projector, posterior_maps
+from recon.uncertainty.maps import (
+    CALIBRATION_BINS,
+    Calibration,
+    PosteriorMaps,
+    conformal_calibration,
+    interval_scale,
+    null_space_projector,
+    posterior_maps,
+)
 from recon.uncertainty.samples import (
     WeightSamples,
     load_samples,
@@ -12,9 +20,12 @@ from recon.uncertainty.samples import (
 )
 
 __all__ = [
+    "CALIBRATION_BINS",
+    "Calibration",
     "PosteriorMaps",
     "WeightSamples",
-    "conformal_scale",
+    "conformal_calibration",
+    "interval_scale",
     "load_samples",
     "null_space_projector",
     "posterior_maps",

@@ -1,11 +1,11 @@
 """Weight samples of a reconstructor's network: storage next to the model and batched inference.
 
 ``K`` samples are stored as one safetensors file of stacked tensors ``name → (K, *shape)`` plus a JSON
-description (sampler, its settings, the calibration factor), e.g. ``model.psgld.samples.json`` /
-``.safetensors`` beside ``model.json``. The names may cover only a *subnetwork* (e.g. the last layers,
-``subnetwork_parameters``); the other weights are the model's own. For an unrolled reconstruction
-the samples may also cover only the last ``iterations`` network passes (``settings["iterations"]``);
-the earlier passes use the trained weights.
+description (sampler, its settings, the conformal calibration per coverage), e.g.
+``model.psgld.samples.json`` / ``.safetensors`` beside ``model.json``. The names may cover only a
+*subnetwork* (e.g. the last layers, ``subnetwork_parameters``); the other weights are the model's own. For an
+unrolled reconstruction the samples may also cover only the last ``iterations`` network passes
+(``settings["iterations"]``); the earlier passes use the trained weights.
 
 Inference evaluates all ``K`` reconstructions together, not as a Python loop of ``K`` reconstructions:
 what does not depend on the samples runs once (the passes before the sampled ones, and inside the
@@ -33,6 +33,7 @@ from recon.modelio import resolve_model
 from recon.nets import GraphNet
 from recon.nets.stacked import stacked_forward
 from recon.reconstructors import Reconstructor
+from recon.uncertainty.maps import Calibration
 
 FORMAT = "recon.samples/1"
 
@@ -44,7 +45,7 @@ class WeightSamples:
     tensors: dict[str, Tensor]
     sampler: str
     settings: dict[str, Any] = field(default_factory=dict)
-    calibration: dict[str, float] = field(default_factory=dict)  # coverage (as text) → interval scale
+    calibration: dict[str, Calibration] = field(default_factory=dict)  # coverage (as text) → factors
 
     @property
     def count(self) -> int:
@@ -70,7 +71,7 @@ def save_samples(samples: WeightSamples, path: str | Path) -> tuple[Path, Path]:
         "sampler": samples.sampler,
         "count": samples.count,
         "settings": samples.settings,
-        "calibration": samples.calibration,
+        "calibration": {c: v.to_json() for c, v in samples.calibration.items()},
     }
     return write_pair(path, document, samples.tensors)
 
@@ -94,8 +95,14 @@ def load_samples(path: str | Path, model: Reconstructor | None = None) -> Weight
         {k: v.float() for k, v in tensors.items()},
         document["sampler"],
         document.get("settings", {}),
-        document.get("calibration", {}),
+        _calibrations(document.get("calibration", {}), path),
     )
+
+
+def _calibrations(entries: Any, path: str | Path) -> dict[str, Calibration]:
+    if not isinstance(entries, dict):
+        raise InputError("the samples' calibration is not a table", path)
+    return {str(coverage): Calibration.from_json(value) for coverage, value in entries.items()}
 
 
 def subnetwork_parameters(net: nn.Module, layers: int = 0) -> list[str]:
