@@ -4,8 +4,8 @@ Given samples :math:`x_1..x_K` of the reconstruction (one per weight sample):
 
 - mean :math:`\bar m` and standard deviation :math:`s` of the magnitudes, per pixel (epistemic: the
   networks here have no variance head, so there is no aleatoric term);
-- credible bounds at a coverage :math:`c`: with a calibration factor :math:`q` (fitted on validation
-  data), :math:`\bar m \pm q\,s`; without one, the empirical :math:`(1\mp c)/2` quantiles of the samples;
+- credible bounds at a coverage :math:`c`: calibrated on validation data, :math:`\bar m \pm q_b\,\tilde s`
+  (below); uncalibrated, the empirical :math:`(1\mp c)/2` quantiles of the samples;
 - hallucination map (Bhadra et al., IEEE TMI 2021): the part of the posterior spread that lies in
   the operator's null space, :math:`\sqrt{\frac1K\sum_k |P_{\mathcal N}(x_k - \bar x)|^2}`, where the
   measurements say nothing and the network alone decides. For single-coil Cartesian MRI
@@ -22,9 +22,9 @@ empirical quantile of its scores. The bounds are :math:`\bar m \pm q_{b(x)} \til
 Why groups: one pooled factor covers a fraction :math:`c` of pixels drawn in the *calibration mix*
 of confident and unconfident pixels; a new scan with a different mix (the test subjects' large dark
 backgrounds, where the samples agree, against the validation volume's almost none) then gets a
-different coverage (0.84 at 4× and 0.95 at 8× with one factor on the held-out MR slices). With a
-factor per spread group the coverage holds within each group, so it no longer depends on the mix
-(0.87–0.90 at both accelerations, see BENCHMARKS.md). The same :math:`\tilde s` is used when fitting
+different coverage (on the held-out MR slices, four samplers: 0.91–0.94 at 4× but 0.95–0.97 at 8×).
+With a factor per spread group the coverage holds within each group, so it depends far less on the
+mix (0.87–0.93 at 4×, 0.90–0.95 at 8×; BENCHMARKS.md). The same :math:`\tilde s` is used when fitting
 and when applying the factors.
 """
 
