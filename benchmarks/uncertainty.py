@@ -16,6 +16,10 @@ once per ``--variants`` entry: over every weight (``all``), over the last ``N`` 
 (``layers=N``, subnetwork inference) and over the last ``M`` passes of an unrolled model only
 (``iterations=M``); what the samples do not touch is evaluated once for all of them.
 
+With ``--variance-head`` each model first gets a variance head (``recon fit-variance``, kept beside
+it), and every row's std is then the total √(s_e² + a²) of the samples' spread and the
+head's aleatoric estimate, calibrated and scored like the samples' spread alone.
+
 Peer: deepinv's ``ULA`` (unadjusted Langevin on the image, ``ScorePrior`` around deepinv's
 ``TVDenoiser``, L2 data fidelity) on the same measurements; its intervals are Gaussian
 (mean ± z·std) and uncalibrated, as deepinv provides them.
@@ -45,7 +49,13 @@ from recon.layout import to_channel_pair
 from recon.metrics import auroc, ause, coverage, image_metrics, spearman
 from recon.modelio import bundled_models, load_model
 from recon.physics import parse_spec
-from recon.pipeline import calibrate_model, sample_model, uncertainty_maps
+from recon.pipeline import (
+    calibrate_model,
+    fit_variance_model,
+    sample_model,
+    uncertainty_maps,
+    variance_head_of,
+)
 from recon.reconstruct import Problem, prepare, reconstruct
 from recon.uncertainty import Calibration, interval_scale, load_samples, samples_path
 
@@ -113,10 +123,11 @@ def recon_sampler(
     calibration = calibrate_model(model_path, sampler, coverage=COVERAGE, samples=k)  # stored, used
     model = load_model(model_path)[0]
     weights = load_samples(samples_path(model_path, sampler), model).subset(k)
+    head = variance_head_of(model_path)
     rows, ratios = [], []
     for problem in problems:
-        maps, metrics, seconds = uncertainty_maps(problem, model, weights, COVERAGE)
-        seconds = min(seconds, uncertainty_maps(problem, model, weights, COVERAGE)[2])  # best of 2
+        maps, metrics, seconds = uncertainty_maps(problem, model, weights, COVERAGE, head)
+        seconds = min(seconds, uncertainty_maps(problem, model, weights, COVERAGE, head)[2])  # best of 2
         one = min(
             reconstruct(problem, "learned", operator="mri", model=model).info["seconds"] for _ in range(3)
         )
@@ -200,6 +211,11 @@ def main() -> None:
         action="store_true",
         help="keep stored samples drawn with the same options (re-times inference and maps only)",
     )
+    parser.add_argument(
+        "--variance-head",
+        action="store_true",
+        help="fit a variance head beside each model first (kept there), so std = √(epistemic² + aleatoric²)",
+    )
     parser.add_argument("--ula-iterations", dest="ula_iterations", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
@@ -222,6 +238,8 @@ def main() -> None:
             run if run.with_suffix(".json").is_file() else private_copy(bundled_models()[name], scratch)
         )
         problems = test_problems(SETTINGS[name])
+        if args.variance_head and variance_head_of(model_path) is None:
+            fit_variance_model(model_path, seed=args.seed, progress=False)
         print(f"{name}: model {model_path}, {sum(p.y.shape[0] for p in problems)} test slices", flush=True)
         rows: dict[str, Any] = {}
         for variant in args.variants.split(","):
@@ -231,10 +249,11 @@ def main() -> None:
                     if variant == "all"
                     else (f"{sampler} {variant}", f"{sampler}:{variant}")
                 )
+                label += " + variance head" if variance_head_of(model_path) is not None else ""
                 rows[label] = recon_sampler(
                     model_path, spec, problems, args.samples, args.seed, args.reuse_samples
                 )
-                print(f"  {label:24s} {rounded(rows[label])}", flush=True)
+                print(f"  {label:40s} {rounded(rows[label])}", flush=True)
         rows["deepinv ULA (TV)"] = ula_peer(problems, args.ula_iterations, args.seed)
         print(f"  {'ULA':18s} {rounded(rows['deepinv ULA (TV)'])}")
         out["settings"][name] = rows
@@ -242,19 +261,19 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(out, indent=1))
     print()
     header = (
-        f"{'method':26s} {'PSNR':>6} {'cover90':>7} {'1-factor':>8} {'Spearman':>8} "
+        f"{'method':40s} {'PSNR':>6} {'cover90':>7} {'1-factor':>8} {'Spearman':>8} "
         f"{'AUSE':>6} {'AUROC':>6} {'×one':>6}"
     )
     for name, rows in out["settings"].items():
         print(f"{name}\n{header}")
         for method, r in rows.items():
             if "failed" in r:
-                print(f"{method:26s} {r['failed']}")
+                print(f"{method:40s} {r['failed']}")
                 continue
             ratio = f"{r['time_vs_one']:6.1f}" if "time_vs_one" in r else "     —"
             one = f"{r['coverage_one_factor']:8.3f}" if "coverage_one_factor" in r else "       —"
             print(
-                f"{method:26s} {r['psnr']:6.2f} {r['coverage']:7.3f} {one} {r['spearman']:8.3f} "
+                f"{method:40s} {r['psnr']:6.2f} {r['coverage']:7.3f} {one} {r['spearman']:8.3f} "
                 f"{r['ause']:6.3f} {r['auroc']:6.3f} {ratio}"
             )
 

@@ -144,6 +144,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fit_variance(args: argparse.Namespace) -> int:
+    from recon.pipeline import fit_variance_model
+
+    path, nll = fit_variance_model(
+        args.model, steps=args.steps, batch=args.batch, device=resolve_device(args.device), seed=args.seed
+    )
+    print(json.dumps({"model": str(args.model), "out": str(path), "nll": nll}))
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from recon.pipeline import calibrate_model
 
@@ -436,6 +446,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser(
+        "fit-variance", help="fit a variance head (aleatoric uncertainty) beside a trained model"
+    )
+    p.add_argument("--model", required=True)
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=cmd_fit_variance)
 
     p = sub.add_parser("calibrate", help="fit the credible-interval factors on validation volumes")
     p.add_argument("--model", required=True)

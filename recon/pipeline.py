@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from recon import reconstruct as rc
 from recon.datasets.readers import read_scan
@@ -28,16 +29,24 @@ from recon.modelio import bundled_models, load_model
 from recon.outputs import write_reconstruction
 from recon.registry import get_registry
 from recon.tasks import Task, build_task
+from recon.train import batch_at
 from recon.uncertainty import (
     CALIBRATION_BINS,
     Calibration,
+    VarianceHead,
     WeightSamples,
+    aleatoric_variance,
     conformal_calibration,
+    fit_variance_head,
     load_samples,
+    load_variance_head,
     posterior_maps,
     predict_samples,
+    predictive_moments,
     samples_path,
     save_samples,
+    save_variance_head,
+    variance_path,
 )
 
 MRI = ("mri", "mri-multicoil")
@@ -106,11 +115,33 @@ def input_files(folder: Path, suffixes: Iterable[str] | None = None) -> list[Pat
     return files
 
 
+def _posterior_draws(
+    problem: rc.Problem, model: Any, samples: WeightSamples, head: VarianceHead | None, chunk: int = 2
+) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Per chunk of slices: the ``K`` reconstructions and the head's aleatoric variance (or ``None``)."""
+    for first in range(0, problem.y.shape[0], chunk):
+        y = problem.y[first : first + chunk]
+        draws = predict_samples(model, samples, y, problem.physics)
+        mean = draws.mean(0)
+        yield draws, None if head is None else aleatoric_variance(head, model, mean, y, problem.physics)
+
+
+def variance_head_of(model_name: str | Path, device: Any = "cpu") -> VarianceHead | None:
+    """The model's variance head, if one was fitted (``recon fit-variance``)."""
+    path = variance_path(model_name)
+    return load_variance_head(path, device) if path.with_name(path.name + ".json").is_file() else None
+
+
 def uncertainty_maps(
-    problem: rc.Problem, model: Any, samples: WeightSamples, coverage: float, chunk: int = 2
+    problem: rc.Problem,
+    model: Any,
+    samples: WeightSamples,
+    coverage: float,
+    head: VarianceHead | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float] | None, float]:
-    """Posterior maps of every slice, in the input's scale: arrays ``(S, H, W)``, metrics against
-    the truth when known (PSNR/SSIM of the mean, interval coverage, Spearman(std, |error|), AUROC for
+    """Posterior maps of every slice, in the input's scale: arrays ``(S, H, W)`` (with a variance
+    ``head`` also ``epistemic`` and ``aleatoric``; ``std`` is then their total), metrics against the
+    truth when known (PSNR/SSIM of the mean, interval coverage, Spearman(std, |error|), AUROC for
     the pixels with the 5% largest errors, AUSE), and the seconds spent."""
     calibration = samples.calibration.get(f"{coverage:g}")
     if calibration is None:
@@ -121,12 +152,12 @@ def uncertainty_maps(
             stacklevel=2,
         )
     keys = ("mean", "std", "lower", "upper", "hallucination")
+    keys += () if head is None else ("epistemic", "aleatoric")
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     start = time.perf_counter()
     with torch.no_grad():
-        for first in range(0, problem.y.shape[0], chunk):
-            draws = predict_samples(model, samples, problem.y[first : first + chunk], problem.physics)
-            maps = posterior_maps(draws, problem.physics, coverage, calibration)
+        for draws, variance in _posterior_draws(problem, model, samples, head):
+            maps = posterior_maps(draws, problem.physics, coverage, calibration, variance)
             for key in keys:
                 parts[key].append(getattr(maps, key))
     seconds = time.perf_counter() - start
@@ -168,7 +199,8 @@ def reconstruct_file(
 ) -> dict[str, Any]:
     """Reconstruct one file into ``out`` (+ ``.png`` and ``.metrics.json``); returns the report.
     With ``uncertainty`` (a sampler name) the reconstruction is the posterior mean of ``samples``
-    weight samples, and ``std``, ``lower``, ``upper`` and ``hallucination`` maps are written too."""
+    weight samples, and ``std``, ``lower``, ``upper`` and ``hallucination`` maps are written too (and
+    ``epistemic`` / ``aleatoric`` when the model has a variance head)."""
     if uncertainty is not None and method not in (None, "learned"):
         raise InputError("uncertainty maps come from the learned method's weight samples")
     if out.suffix.lower() not in (".h5", ".hdf5"):
@@ -205,7 +237,8 @@ def reconstruct_file(
         if model is None:
             raise InputError("uncertainty maps need a learned model")
         weights = load_samples(samples_path(model_name, uncertainty), model).subset(samples)
-        extra, metrics, seconds = uncertainty_maps(problem, model, weights, coverage)
+        head = variance_head_of(model_name, device)
+        extra, metrics, seconds = uncertainty_maps(problem, model, weights, coverage, head)
         result.reconstruction = extra.pop("mean")
         result.metrics = (
             None
@@ -321,8 +354,7 @@ def sample_model(
     method = entry.build(**entry.parse_params(texts))
     model, metadata = load_model(model_name, device=device)
     task = task_of(metadata)
-    patch = int(metadata.get("config", {}).get("patch", 64))
-    data = PatchDataset(image_pool(sources, "train", seed=seed), patch, 100_000, seed=seed + 17)
+    data = _training_patches(metadata, sources, seed)
     samples = method.run(
         model,
         task,
@@ -337,6 +369,52 @@ def sample_model(
     path = out if out is not None else samples_path(model_name, name)
     save_samples(samples, path)
     return path, samples
+
+
+def _training_patches(metadata: Mapping[str, Any], sources: tuple[str, ...], seed: int) -> PatchDataset:
+    """Clean training patches of the model's size (what samplers and variance heads learn from)."""
+    patch = int(metadata.get("config", {}).get("patch", 64))
+    return PatchDataset(image_pool(sources, "train", seed=seed), patch, 100_000, seed=seed + 17)
+
+
+def fit_variance_model(
+    model_name: str | Path,
+    *,
+    steps: int = 400,
+    batch: int = 4,
+    lr: float = 1e-3,
+    device: Any = "cpu",
+    seed: int = 0,
+    sources: tuple[str, ...] = ("mr", "natural", "phantom"),
+    progress: bool = True,
+) -> tuple[Path, float]:
+    """Fit the model's variance head (``recon.uncertainty.variance``) on fresh simulated training
+    pairs and store it beside the model; returns its path and the last 50 steps' mean NLL."""
+    if batch < 1:
+        raise InputError(f"batch must be positive, got {batch}")
+    model, metadata = load_model(model_name, device=device)
+    task = task_of(metadata)
+    data = _training_patches(metadata, sources, seed)
+    generator = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    bar = tqdm(total=steps, desc="variance head", disable=not progress)
+
+    def simulate(step: int) -> Any:
+        return task.simulate(batch_at(data, step, batch).to(device), generator)
+
+    def report(step: int, loss: float) -> None:
+        losses.append(loss)
+        bar.update()
+        bar.set_postfix(nll=f"{loss:.3f}")
+
+    head = fit_variance_head(model, simulate, steps=steps, lr=lr, seed=seed, progress=report)
+    bar.close()
+    if not all(bool(torch.isfinite(t).all()) for t in head.state_dict().values()):
+        raise InputError("the variance head diverged (non-finite weights): use a smaller learning rate")
+    path = variance_path(model_name)
+    settings = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "sources": list(sources)}
+    save_variance_head(head, path, settings)
+    return path, float(np.mean(losses[-50:]))
 
 
 def calibrate_model(
@@ -361,6 +439,7 @@ def calibrate_model(
     )
     if not files:
         raise InputError("no validation volumes (.h5) found", data)
+    head = variance_head_of(model_name, device)
     means, stds, truths = [], [], []
     for seed, file in enumerate(files):
         scan = read_scan(file)
@@ -377,12 +456,11 @@ def calibrate_model(
         if problem.truth is None:
             raise InputError("calibration needs volumes with a ground truth", file)
         with torch.no_grad():
-            for first in range(0, problem.y.shape[0], 2):
-                draws = predict_samples(model, weights, problem.y[first : first + 2], problem.physics)
-                magnitudes = draws.abs()
-                means.append(magnitudes.mean(0))
-                stds.append(magnitudes.std(0))
-                truths.append(problem.truth[first : first + 2])
+            chunks = _posterior_draws(problem, model, weights, head)
+            moments = [predictive_moments(*chunk) for chunk in chunks]
+        means.append(torch.cat([m[0] for m in moments]))
+        stds.append(torch.cat([m[3] for m in moments]))
+        truths.append(problem.truth)
     calibration = conformal_calibration(means, stds, truths, coverage, bins)
     stored.calibration[f"{coverage:g}"] = calibration
     save_samples(stored, path)

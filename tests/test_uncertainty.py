@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -432,3 +433,83 @@ def test_cli_sample_calibrate_and_reconstruct_with_uncertainty(cli, tmp_path, mo
         ).code
         == 2
     )  # no psgld samples stored
+    fitted = cli("fit-variance", "--model", tmp_path / "m.json", "--steps", "3", "--device", "cpu")
+    assert fitted.code == 0, fitted.err
+    assert Path(fitted.json()["out"] + ".safetensors").is_file()
+    split = tmp_path / "s.h5"
+    args = ("--model", tmp_path / "m.json", "--uncertainty", "ensemble", "--samples", "4", "--out", split)
+    assert cli("reconstruct", make_volume("t.h5", slices=2, size=(32, 32), seed=5), *args).code == 0
+    with h5py.File(split) as f:
+        total, epistemic, aleatoric = f["std"][()], f["epistemic"][()], f["aleatoric"][()]
+    np.testing.assert_allclose(total**2, epistemic**2 + aleatoric**2, rtol=1e-4, atol=1e-12)
+    assert aleatoric.min() > 0
+
+
+def _identity_reconstructor():
+    from recon.reconstructors import Reconstructor
+
+    conv = torch.nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+    return Reconstructor(conv, init="measurement").requires_grad_(False)
+
+
+def _heteroscedastic_pairs(sigma: float, size: int = 32):
+    """Images at 0.25 (left half) and 1.0 (right half) with noise of sd sigma·x (known variance)."""
+    from deepinv.physics import Denoising
+
+    from recon.tasks import Sample
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.full((4, 1, size, size), 1.0)
+    x[..., : size // 2] = 0.25
+
+    def simulate(step: int) -> Sample:
+        return Sample(x + sigma * x * torch.randn(x.shape, generator=g), Denoising(), x)
+
+    return simulate
+
+
+def test_variance_head_learns_a_known_heteroscedastic_variance(tmp_path):
+    """Frozen identity 'reconstruction' of y = x + σ·x·n: its error variance is σ²x², which the
+    head, trained by Gaussian NLL, must recover in the input's scale (and keep after a round trip)."""
+    from recon.uncertainty import (
+        aleatoric_variance,
+        fit_variance_head,
+        load_variance_head,
+        save_variance_head,
+    )
+
+    sigma = 0.1
+    model = _identity_reconstructor()
+    simulate = _heteroscedastic_pairs(sigma)
+    head = fit_variance_head(model, simulate, steps=300, lr=3e-3)
+    sample = simulate(0)
+    a = aleatoric_variance(head, model, sample.y, sample.y, sample.physics).sqrt()
+    inner = (slice(None), slice(None), slice(4, -4))  # away from the zero padding of the borders
+    left, right = a[inner][..., 4:12].median(), a[inner][..., 20:28].median()
+    assert float(right) == pytest.approx(sigma * 1.0, rel=0.2)
+    assert float(left) == pytest.approx(sigma * 0.25, rel=0.25)
+    save_variance_head(head, tmp_path / "m.variance", {"steps": 300})
+    loaded = load_variance_head(tmp_path / "m.variance")
+    torch.testing.assert_close(loaded(sample.y, sample.y), head(sample.y, sample.y))
+    (tmp_path / "m.variance.safetensors").write_bytes(b"broken")
+    with pytest.raises(InputError, match="corrupt variance head"):
+        load_variance_head(tmp_path / "m.variance")
+    with pytest.raises(InputError, match="no variance head"):
+        load_variance_head(tmp_path / "absent")
+
+
+def test_posterior_maps_add_aleatoric_variance():
+    physics = build_operator("mri", (16, 16), acceleration=4.0)
+    g = torch.Generator().manual_seed(0)
+    samples = 1 + 0.1 * torch.randn(40, 1, 1, 16, 16, generator=g, dtype=torch.complex64)
+    variance = torch.rand(1, 1, 16, 16, generator=g) * 0.01
+    maps = posterior_maps(samples, physics, coverage=0.9, aleatoric_variance=variance)
+    torch.testing.assert_close(maps.epistemic, samples.abs().std(0))
+    torch.testing.assert_close(maps.std**2, maps.epistemic**2 + variance)
+    torch.testing.assert_close(maps.aleatoric, variance.sqrt())
+    z = scipy.stats.norm.ppf(0.95)
+    torch.testing.assert_close(maps.upper - maps.mean, float(z) * maps.std)
+    assert posterior_maps(samples, physics).aleatoric is None

@@ -2,10 +2,12 @@ r"""Posterior maps from K reconstructions, the null-space projector, conformal c
 
 Given samples :math:`x_1..x_K` of the reconstruction (one per weight sample):
 
-- mean :math:`\bar m` and standard deviation :math:`s` of the magnitudes, per pixel (epistemic: the
-  networks here have no variance head, so there is no aleatoric term);
+- mean :math:`\bar m` and standard deviation of the magnitudes, per pixel: the samples' spread
+  :math:`s_e` (epistemic) and, when the model has a variance head (``recon.uncertainty.variance``),
+  its aleatoric :math:`a`; the total is :math:`s = \sqrt{s_e^2 + a^2}` (:math:`s = s_e` without one);
 - credible bounds at a coverage :math:`c`: calibrated on validation data, :math:`\bar m \pm q_b\,\tilde s`
-  (below); uncalibrated, the empirical :math:`(1\mp c)/2` quantiles of the samples;
+  (below); uncalibrated, the empirical :math:`(1\mp c)/2` quantiles of the samples (Gaussian
+  :math:`\bar m \pm z_c s` with a variance head);
 - hallucination map (Bhadra et al., IEEE TMI 2021): the part of the posterior spread that lies in
   the operator's null space, :math:`\sqrt{\frac1K\sum_k |P_{\mathcal N}(x_k - \bar x)|^2}`, where the
   measurements say nothing and the network alone decides. For single-coil Cartesian MRI
@@ -64,7 +66,9 @@ class PosteriorMaps:
     """Magnitude maps ``(B, 1, H, W)`` in the input's intensity scale."""
 
     mean: Tensor
-    std: Tensor
+    std: Tensor  # total: sqrt(epistemic² + aleatoric²)
+    epistemic: Tensor
+    aleatoric: Tensor | None  # None without a variance head
     lower: Tensor
     upper: Tensor
     hallucination: Tensor
@@ -72,27 +76,50 @@ class PosteriorMaps:
     calibrated: bool
 
 
+def predictive_moments(
+    samples: Tensor, aleatoric_variance: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """Mean magnitude, epistemic spread :math:`s_e`, aleatoric :math:`a` (``None`` without a
+    variance head) and total :math:`s = \\sqrt{s_e^2 + a^2}` of ``samples`` ``(K, B, C, H, W)``."""
+    magnitudes = samples.abs()
+    mean, epistemic = magnitudes.mean(0), magnitudes.std(0)
+    if aleatoric_variance is None:
+        return mean, epistemic, None, epistemic
+    aleatoric = aleatoric_variance.clamp_min(0).sqrt()
+    return mean, epistemic, aleatoric, torch.sqrt(epistemic**2 + aleatoric**2)
+
+
 def posterior_maps(
-    samples: Tensor, physics: Physics, coverage: float = 0.9, calibration: Calibration | None = None
+    samples: Tensor,
+    physics: Physics,
+    coverage: float = 0.9,
+    calibration: Calibration | None = None,
+    aleatoric_variance: Tensor | None = None,
 ) -> PosteriorMaps:
     """Maps from ``samples`` ``(K, B, C, H, W)`` (complex or real); ``calibration``: the conformal
-    factors fitted for ``coverage`` (``None``: empirical sample quantiles)."""
+    factors fitted for ``coverage`` (``None``: uncalibrated); ``aleatoric_variance``: a variance
+    head's :math:`a^2` ``(B, 1, H, W)`` at the posterior mean."""
     if not 0 < coverage < 1:
         raise InputError(f"coverage must be in (0, 1), got {coverage}")
     if samples.shape[0] < 2:
         raise InputError("uncertainty maps need at least 2 samples")
-    magnitudes = samples.abs()
-    mean, std = magnitudes.mean(0), magnitudes.std(0)
+    mean, epistemic, aleatoric, std = predictive_moments(samples, aleatoric_variance)
     if calibration is not None:
         half_width = calibration.factors_for(mean, std) * interval_scale(mean, std)
         lower, upper = (mean - half_width).clamp_min(0), mean + half_width
+    elif aleatoric is not None:
+        z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor((1 + coverage) / 2)))
+        lower, upper = (mean - z * std).clamp_min(0), mean + z * std
     else:
         tail = (1 - coverage) / 2
+        magnitudes = samples.abs()
         lower, upper = torch.quantile(magnitudes, tail, dim=0), torch.quantile(magnitudes, 1 - tail, dim=0)
     project = null_space_projector(physics)
     centre = samples.mean(0)
     spread = torch.stack([project(x - centre).abs() ** 2 for x in samples]).mean(0).sqrt()
-    return PosteriorMaps(mean, std, lower, upper, spread, coverage, calibration is not None)
+    return PosteriorMaps(
+        mean, std, epistemic, aleatoric, lower, upper, spread, coverage, calibration is not None
+    )
 
 
 WIDTH_FLOOR = 1e-3
