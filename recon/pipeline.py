@@ -23,6 +23,7 @@ from recon.datasets.readers import read_scan
 from recon.datasets.scan import Scan
 from recon.datasets.training import PatchDataset, image_pool, packaged_mr_root
 from recon.errors import InputError
+from recon.files import pair_paths
 from recon.metrics import auroc, ause, image_metrics, spearman
 from recon.metrics import coverage as coverage_metric
 from recon.modelio import bundled_models, load_model
@@ -129,7 +130,7 @@ def _posterior_draws(
 def variance_head_of(model_name: str | Path, device: Any = "cpu") -> VarianceHead | None:
     """The model's variance head, if one was fitted (``recon fit-variance``)."""
     path = variance_path(model_name)
-    return load_variance_head(path, device) if path.with_name(path.name + ".json").is_file() else None
+    return load_variance_head(path, device) if pair_paths(path)[0].is_file() else None
 
 
 def uncertainty_maps(
@@ -147,7 +148,7 @@ def uncertainty_maps(
     if calibration is None:
         warnings.warn(
             f"no calibration for coverage {coverage:g} (run `recon calibrate`): bounds are "
-            "empirical sample quantiles",
+            "uncalibrated (sample quantiles, or Gaussian with a variance head)",
             UserWarning,
             stacklevel=2,
         )
