@@ -50,14 +50,21 @@ from recon.metrics import auroc, ause, coverage, image_metrics, spearman
 from recon.modelio import bundled_models, load_model
 from recon.physics import parse_spec
 from recon.pipeline import (
-    calibrate_model,
     fit_variance_model,
     sample_model,
+    store_calibration,
     uncertainty_maps,
+    validation_moments,
     variance_head_of,
 )
 from recon.reconstruct import Problem, prepare, reconstruct
-from recon.uncertainty import Calibration, interval_scale, load_samples, samples_path
+from recon.uncertainty import (
+    Calibration,
+    VarianceHead,
+    conformal_calibration,
+    load_samples,
+    samples_path,
+)
 
 SETTINGS = {
     "mri-4x": {"acceleration": 4.0, "center_fraction": 0.08},
@@ -108,7 +115,13 @@ def stored_samples_match(model_path: Path, spec: str, k: int) -> bool:
 
 
 def recon_sampler(
-    model_path: Path, spec: str, problems: list[Problem], k: int, seed: int, reuse: bool = False
+    model_path: Path,
+    spec: str,
+    problems: list[Problem],
+    k: int,
+    seed: int,
+    reuse: bool = False,
+    head: VarianceHead | None = None,
 ) -> dict[str, Any]:
     sampler = spec.split(":")[0]
     start = time.perf_counter()
@@ -119,11 +132,12 @@ def recon_sampler(
         except InputError as exc:  # a diverged chain is a result, not the end of the benchmark
             return {"failed": str(exc)}
         sampling = time.perf_counter() - start
-    pooled = calibrate_model(model_path, sampler, coverage=COVERAGE, samples=k, bins=1)
-    calibration = calibrate_model(model_path, sampler, coverage=COVERAGE, samples=k)  # stored, used
+    moments = validation_moments(model_path, sampler, samples=k)
+    pooled = conformal_calibration(*moments, COVERAGE, bins=1)  # the comparison column
+    calibration = conformal_calibration(*moments, COVERAGE)  # what recon stores and uses
+    store_calibration(model_path, sampler, COVERAGE, calibration)
     model = load_model(model_path)[0]
     weights = load_samples(samples_path(model_path, sampler), model).subset(k)
-    head = variance_head_of(model_path)
     rows, ratios = [], []
     for problem in problems:
         maps, metrics, seconds = uncertainty_maps(problem, model, weights, COVERAGE, head)
@@ -147,10 +161,8 @@ def recon_sampler(
 def one_factor_coverage(maps: dict[str, np.ndarray], pooled: Calibration, problem: Problem) -> float:
     """Coverage of the intervals that one pooled conformal factor would give (the comparison for
     recon's per-spread-group factors)."""
-    mean, std = torch.from_numpy(maps["mean"]), torch.from_numpy(maps["std"])
-    half = pooled.factors[0] * interval_scale(mean, std)
-    truth = problem.truth[:, 0].numpy() * problem.scale
-    return coverage((mean - half).clamp_min(0), mean + half, truth)
+    lower, upper = pooled.bounds(torch.from_numpy(maps["mean"]), torch.from_numpy(maps["std"]))
+    return coverage(lower, upper, problem.truth[:, 0].numpy() * problem.scale)
 
 
 def ula_peer(problems: list[Problem], iterations: int, seed: int) -> dict[str, Any]:
@@ -240,6 +252,7 @@ def main() -> None:
         problems = test_problems(SETTINGS[name])
         if args.variance_head and variance_head_of(model_path) is None:
             fit_variance_model(model_path, seed=args.seed, progress=False)
+        head = variance_head_of(model_path)  # std = √(epistemic² + aleatoric²) in every row when present
         print(f"{name}: model {model_path}, {sum(p.y.shape[0] for p in problems)} test slices", flush=True)
         rows: dict[str, Any] = {}
         for variant in args.variants.split(","):
@@ -249,9 +262,9 @@ def main() -> None:
                     if variant == "all"
                     else (f"{sampler} {variant}", f"{sampler}:{variant}")
                 )
-                label += " + variance head" if variance_head_of(model_path) is not None else ""
+                label += " + variance head" if head is not None else ""
                 rows[label] = recon_sampler(
-                    model_path, spec, problems, args.samples, args.seed, args.reuse_samples
+                    model_path, spec, problems, args.samples, args.seed, args.reuse_samples, head
                 )
                 print(f"  {label:40s} {rounded(rows[label])}", flush=True)
         rows["deepinv ULA (TV)"] = ula_peer(problems, args.ula_iterations, args.seed)

@@ -44,7 +44,7 @@ from recon import InputError
 from recon.nets import GraphNet
 from recon.reconstructors import Reconstructor
 from recon.tasks import Task
-from recon.train import batch_at
+from recon.train import SimulatedBatches
 from recon.uncertainty import WeightSamples, stack_parameters, subnetwork_parameters
 from recon.uncertainty.langevin import baoab as baoab_chain
 from recon.uncertainty.langevin import psgld as psgld_chain
@@ -92,18 +92,6 @@ def _trained(model: Reconstructor) -> dict[str, Tensor]:
     return {name: p.detach().clone() for name, p in model.net.named_parameters()}
 
 
-class _Stream:
-    """Batches of fresh simulated training samples, in a reproducible order."""
-
-    def __init__(self, task: Task, data: Any, batch: int, generator: torch.Generator, device: torch.device):
-        self.task, self.data, self.batch, self.generator, self.device = task, data, batch, generator, device
-        self.step = 0
-
-    def __call__(self) -> Any:
-        self.step += 1
-        return self.task.simulate(batch_at(self.data, self.step, self.batch).to(self.device), self.generator)
-
-
 class LangevinSampler:
     """Shared set-up of pSGLD and BAOAB on the network weights (the registered samplers are the
     classes themselves: their constructor's keywords are the CLI's ``name:key=value`` options)."""
@@ -135,7 +123,7 @@ class LangevinSampler:
     def _gradient(
         self,
         model: Reconstructor,
-        stream: _Stream,
+        stream: SimulatedBatches,
         noise_var: float,
         params: list[Tensor],
         trained: Mapping[str, Tensor],
@@ -167,7 +155,7 @@ class LangevinSampler:
         model = copy.deepcopy(model).to(device).train()
         model.tail_start(self.iterations)  # validates
         trained = _trained(model)
-        stream = _Stream(task, data, self.batch, generator, device)
+        stream = SimulatedBatches(task, data, self.batch, generator, device)
         with torch.no_grad():
             errors = [task.loss(model(s.y, s.physics), s.target) for s in (stream() for _ in range(4))]
         noise_var = float(torch.stack(errors).mean())
@@ -276,7 +264,7 @@ class BAOAB(LangevinSampler):
 
 def _fine_tune(
     task: Task,
-    stream: _Stream,
+    stream: SimulatedBatches,
     steps: int,
     lr: float,
     params: list[Tensor],
@@ -350,7 +338,7 @@ class MCDropout:
         convs = self._dropped_convs(model.net, sampled)
         if not convs:
             raise InputError(f"no layer to drop out among the last {self.layers} (output layers are exempt)")
-        stream = _Stream(task, data, self.batch, generator, device)
+        stream = SimulatedBatches(task, data, self.batch, generator, device)
         weights = dict(model.net.named_parameters())
         buffers = dict(model.net.named_buffers())
 
@@ -407,7 +395,9 @@ class Ensemble:
                 for p in sampled.values():
                     noise = torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device)
                     p.add_(noise * self.perturbation * p.detach().pow(2).mean().sqrt())  # relative to the RMS
-            stream = _Stream(task, data, self.batch, torch.Generator().manual_seed(int(member) + 7), device)
+            stream = SimulatedBatches(
+                task, data, self.batch, torch.Generator().manual_seed(int(member) + 7), device
+            )
             stream.step = member * self.steps
             reconstruction = functools.partial(
                 _reconstruction, copy_, iterations=self.iterations, trained=trained

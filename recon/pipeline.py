@@ -30,7 +30,7 @@ from recon.modelio import bundled_models, load_model
 from recon.outputs import write_reconstruction
 from recon.registry import get_registry
 from recon.tasks import Task, build_task
-from recon.train import batch_at
+from recon.train import SimulatedBatches
 from recon.uncertainty import (
     CALIBRATION_BINS,
     Calibration,
@@ -396,19 +396,16 @@ def fit_variance_model(
     model, metadata = load_model(model_name, device=device)
     task = task_of(metadata)
     data = _training_patches(metadata, sources, seed)
-    generator = torch.Generator().manual_seed(seed)
+    batches = SimulatedBatches(task, data, batch, torch.Generator().manual_seed(seed), device)
     losses: list[float] = []
     bar = tqdm(total=steps, desc="variance head", disable=not progress)
-
-    def simulate(step: int) -> Any:
-        return task.simulate(batch_at(data, step, batch).to(device), generator)
 
     def report(step: int, loss: float) -> None:
         losses.append(loss)
         bar.update()
         bar.set_postfix(nll=f"{loss:.3f}")
 
-    head = fit_variance_head(model, simulate, steps=steps, lr=lr, seed=seed, progress=report)
+    head = fit_variance_head(model, batches, steps=steps, lr=lr, seed=seed, progress=report)
     bar.close()
     if not all(bool(torch.isfinite(t).all()) for t in head.state_dict().values()):
         raise InputError("the variance head diverged (non-finite weights): use a smaller learning rate")
@@ -418,21 +415,19 @@ def fit_variance_model(
     return path, float(np.mean(losses[-50:]))
 
 
-def calibrate_model(
+def validation_moments(
     model_name: str | Path,
     sampler: str,
     *,
-    coverage: float = 0.9,
     samples: int = 16,
     data: Path | None = None,
     device: Any = "cpu",
-    bins: int = CALIBRATION_BINS,
-) -> Calibration:
-    """Fit the conformal interval factors (``bins`` spread groups) on validation volumes (default:
-    the ``packaged-mr`` validation split) and store them with the samples; returns them."""
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Posterior mean, total std and truth of every validation volume (default: the ``packaged-mr``
+    validation split) under the model's stored samples (and variance head, if any): what
+    :func:`recon.uncertainty.conformal_calibration` fits the factors on."""
     model, metadata = load_model(model_name, device=device)
-    path = samples_path(model_name, sampler)
-    stored = load_samples(path, model)
+    stored = load_samples(samples_path(model_name, sampler), model)
     weights = stored.subset(min(samples, stored.count))
     operator, params, noise = operator_of(task_of(metadata))
     files = (
@@ -462,7 +457,32 @@ def calibrate_model(
         means.append(torch.cat([m[0] for m in moments]))
         stds.append(torch.cat([m[3] for m in moments]))
         truths.append(problem.truth)
-    calibration = conformal_calibration(means, stds, truths, coverage, bins)
+    return means, stds, truths
+
+
+def store_calibration(
+    model_name: str | Path, sampler: str, coverage: float, calibration: Calibration
+) -> None:
+    """Keep ``calibration`` for ``coverage`` with the model's ``sampler`` samples."""
+    path = samples_path(model_name, sampler)
+    stored = load_samples(path)
     stored.calibration[f"{coverage:g}"] = calibration
     save_samples(stored, path)
+
+
+def calibrate_model(
+    model_name: str | Path,
+    sampler: str,
+    *,
+    coverage: float = 0.9,
+    samples: int = 16,
+    data: Path | None = None,
+    device: Any = "cpu",
+    bins: int = CALIBRATION_BINS,
+) -> Calibration:
+    """Fit the conformal interval factors (``bins`` spread groups) on validation volumes (default:
+    the ``packaged-mr`` validation split) and store them with the samples; returns them."""
+    moments = validation_moments(model_name, sampler, samples=samples, data=data, device=device)
+    calibration = conformal_calibration(*moments, coverage, bins)
+    store_calibration(model_name, sampler, coverage, calibration)
     return calibration

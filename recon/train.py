@@ -34,6 +34,19 @@ def batch_at(data: Dataset, step: int, batch: int) -> torch.Tensor:
     return torch.stack([data[(i % n)] for i in range((step - 1) * batch, step * batch)])
 
 
+class SimulatedBatches:
+    """Fresh simulated training samples, one batch per call, in a reproducible order (what weight
+    samplers and variance heads learn from); ``step``: the batches drawn so far."""
+
+    def __init__(self, task: Task, data: Dataset, batch: int, generator: torch.Generator, device: Any):
+        self.task, self.data, self.batch, self.generator, self.device = task, data, batch, generator, device
+        self.step = 0
+
+    def __call__(self) -> Any:
+        self.step += 1
+        return self.task.simulate(batch_at(self.data, self.step, self.batch).to(self.device), self.generator)
+
+
 def train(
     model: nn.Module,
     task: Task,

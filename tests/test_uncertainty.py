@@ -465,7 +465,7 @@ def _heteroscedastic_pairs(sigma: float, size: int = 32):
     x = torch.full((4, 1, size, size), 1.0)
     x[..., : size // 2] = 0.25
 
-    def simulate(step: int) -> Sample:
+    def simulate() -> Sample:
         return Sample(x + sigma * x * torch.randn(x.shape, generator=g), Denoising(), x)
 
     return simulate
@@ -485,7 +485,7 @@ def test_variance_head_learns_a_known_heteroscedastic_variance(tmp_path):
     model = _identity_reconstructor()
     simulate = _heteroscedastic_pairs(sigma)
     head = fit_variance_head(model, simulate, steps=300, lr=3e-3)
-    sample = simulate(0)
+    sample = simulate()
     a = aleatoric_variance(head, model, sample.y, sample.y, sample.physics).sqrt()
     inner = (slice(None), slice(None), slice(4, -4))  # away from the zero padding of the borders
     left, right = a[inner][..., 4:12].median(), a[inner][..., 20:28].median()

@@ -105,8 +105,7 @@ def posterior_maps(
         raise InputError("uncertainty maps need at least 2 samples")
     mean, epistemic, aleatoric, std = predictive_moments(samples, aleatoric_variance)
     if calibration is not None:
-        half_width = calibration.factors_for(mean, std) * interval_scale(mean, std)
-        lower, upper = (mean - half_width).clamp_min(0), mean + half_width
+        lower, upper = calibration.bounds(mean, std)
     elif aleatoric is not None:
         z = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor((1 + coverage) / 2)))
         lower, upper = (mean - z * std).clamp_min(0), mean + z * std
@@ -134,6 +133,11 @@ def _peak(mean: Tensor) -> Tensor:
     return mean.flatten(-2).amax(-1).clamp_min(torch.finfo(mean.dtype).tiny)[..., None, None]
 
 
+def relative_spread(mean: Tensor, std: Tensor) -> Tensor:
+    """:math:`s/p`: what the spread groups are formed by."""
+    return std / _peak(mean)
+
+
 def interval_scale(mean: Tensor, std: Tensor) -> Tensor:
     """:math:`\\tilde s = \\max(s, \\epsilon p)` per pixel (``mean``, ``std``: ``(..., H, W)``)."""
     return torch.maximum(std, WIDTH_FLOOR * _peak(mean))
@@ -158,7 +162,12 @@ class Calibration:
         """The factor of every pixel's spread group."""
         edges = torch.tensor(self.edges, dtype=std.dtype, device=std.device)
         factors = torch.tensor(self.factors, dtype=std.dtype, device=std.device)
-        return factors[torch.bucketize((std / _peak(mean)).contiguous(), edges)]
+        return factors[torch.bucketize(relative_spread(mean, std).contiguous(), edges)]
+
+    def bounds(self, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+        """:math:`\\bar m \\pm q_b \\tilde s`, the lower bound clamped at 0 (magnitudes)."""
+        half_width = self.factors_for(mean, std) * interval_scale(mean, std)
+        return (mean - half_width).clamp_min(0), mean + half_width
 
     def to_json(self) -> dict[str, list[float]]:
         return {"edges": list(self.edges), "factors": list(self.factors)}
@@ -199,7 +208,7 @@ def conformal_calibration(
     spreads, scores = [], []
     for mean, std, truth in zip(means, stds, truths, strict=True):
         mean, std, truth = mean.double(), std.double(), truth.double()
-        spreads.append((std / _peak(mean)).flatten())
+        spreads.append(relative_spread(mean, std).flatten())
         scores.append(((truth - mean).abs() / interval_scale(mean, std)).flatten())
     spread, score = torch.cat(spreads), torch.cat(scores)
     n = len(score)

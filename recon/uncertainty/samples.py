@@ -3,9 +3,9 @@
 ``K`` samples are stored as one safetensors file of stacked tensors ``name → (K, *shape)`` plus a JSON
 description (sampler, its settings, the conformal calibration per coverage), e.g.
 ``model.psgld.samples.json`` / ``.safetensors`` beside ``model.json``. The names may cover only a
-*subnetwork* (e.g. the last layers, ``subnetwork_parameters``); the other weights are the model's own. For an
-unrolled reconstruction the samples may also cover only the last ``iterations`` network passes
-(``settings["iterations"]``); the earlier passes use the trained weights.
+*subnetwork* (e.g. the last layers, ``subnetwork_parameters``); the other weights are the model's
+own. For an unrolled reconstruction the samples may also cover only the last ``iterations`` network
+passes (``settings["iterations"]``); the earlier passes use the trained weights.
 
 Inference evaluates all ``K`` reconstructions together, not as a Python loop of ``K`` reconstructions:
 what does not depend on the samples runs once (the passes before the sampled ones, and inside the

@@ -60,18 +60,25 @@ class VarianceHead(nn.Module):
         return self.layers(torch.cat([reconstruction, start], 1)).clamp(*LOG_VARIANCE_RANGE)
 
 
+def _log_variance(
+    head: VarianceHead, model: Reconstructor, reconstruction: Tensor, y: Tensor, physics: Physics
+) -> tuple[Tensor, Tensor]:
+    """:math:`\\ell = g(|f(y)|/s, |x_0|)` and the reconstructor's scale :math:`s` ``(B, 1, 1, 1)``."""
+    x0, scale = model.start(y, physics)
+    return head(reconstruction.abs() / scale, x0.abs()), scale
+
+
 def aleatoric_variance(
     head: VarianceHead, model: Reconstructor, reconstruction: Tensor, y: Tensor, physics: Physics
 ) -> Tensor:
-    """:math:`a^2 = s^2 e^{g(|f(y)|/s, |x_0|)}` in the reconstruction's scale, ``(B, 1, H, W)``."""
-    x0, scale = model.start(y, physics)  # scale: (B, 1, 1, 1), positive
-    log_variance = head(reconstruction.abs() / scale, x0.abs())
+    """:math:`a^2 = s^2 e^{\\ell}` in the reconstruction's scale, ``(B, 1, H, W)``."""
+    log_variance, scale = _log_variance(head, model, reconstruction, y, physics)
     return log_variance.exp() * scale**2
 
 
 def fit_variance_head(
     model: Reconstructor,
-    simulate: Callable[[int], Any],
+    batches: Callable[[], Any],
     *,
     steps: int = 400,
     lr: float = 1e-3,
@@ -79,8 +86,9 @@ def fit_variance_head(
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
 ) -> VarianceHead:
-    """Fit a head on ``simulate(step)`` batches (objects with ``y``, ``physics``, ``target``) by
-    Gaussian NLL of the frozen ``model``'s magnitude error; returns the head (eval mode)."""
+    """Fit a head on ``batches()`` (objects with ``y``, ``physics``, ``target``, e.g.
+    :class:`recon.train.SimulatedBatches`) by Gaussian NLL of the frozen ``model``'s magnitude
+    error; returns the head (eval mode)."""
     if steps < 1:
         raise InputError(f"steps must be positive, got {steps}")
     device = next(model.parameters()).device
@@ -91,11 +99,10 @@ def fit_variance_head(
     nll = nn.GaussianNLLLoss(eps=float(torch.tensor(LOG_VARIANCE_RANGE[0]).exp()))
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     for step in range(1, steps + 1):
-        sample = simulate(step)
+        sample = batches()
         with torch.no_grad():
             reconstruction = model(sample.y, sample.physics)
-            x0, scale = model.start(sample.y, sample.physics)
-        log_variance = head(reconstruction.abs() / scale, x0.abs())
+        log_variance, scale = _log_variance(head, model, reconstruction, sample.y, sample.physics)
         loss = nll(reconstruction.abs() / scale, sample.target.abs() / scale, log_variance.exp())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
