@@ -155,14 +155,14 @@ def test_stacks_and_colour_images_round_trip(model):
 
 
 def test_a_stack_codes_its_slices_with_the_counts_carried_over(model):
-    from recon.codec.container import container_overhead
+    from recon.codec.container import read_header
 
     stack = np.stack([_smooth((48, 48), 4095, s) for s in range(6)]).astype(np.uint16)
     together = compress(stack, model, fast=True)
     alone = [compress(x, model, fast=True) for x in stack]
     assert np.array_equal(decompress(together, model), stack)
-    payload_alone = sum(len(a) - container_overhead(1) for a in alone)
-    payload_together = len(together) - len(stack) * container_overhead(len(stack))
+    payload_alone = sum(len(read_header(a)[1][0]) for a in alone)
+    payload_together = sum(len(p) for p in read_header(together)[1])
     assert payload_together < 0.995 * payload_alone  # coding each slice from scratch would give 1.0
     lossy = compress(stack, model, Quality(delta=5), fast=True)  # and near-lossless stacks decode too
     assert np.abs(decompress(lossy, model).astype(int) - stack).max() <= 5
@@ -183,7 +183,7 @@ def test_halved_delta_bounds_each_level_and_rate_targets_keep_the_better_choice(
     x = _smooth((128, 96), 255, 2).astype(np.uint8)  # levels 0-4: stride 16 is coded at level 4
     monkeypatch.setattr(codec_module, "HALVINGS", (2,))
     data = compress(x, model, Quality(psnr=32.0), fast=True)
-    head = _SliceHeader.read(read_header(data)[1][0], 255)
+    head, _ = _SliceHeader.read(read_header(data)[1][0], 255)
     error = np.abs(decompress(data, model).astype(np.int64) - x)
     assert head.halving == 2 and error.max() <= head.delta and psnr(x, x - error, 255) >= 32.0
     assert error[::4, ::4].max() <= head.delta >> 1 and error[::16, ::16].max() <= head.delta >> 2
@@ -232,16 +232,37 @@ def test_every_corruption_and_truncation_is_a_clean_error(model):
         decompress(data + b"\0", model)
 
 
+def test_header_fields_are_variable_length_integers(model):
+    from recon.codec.container import pack_varint, read_header, read_varint
+
+    for value in (0, 1, 127, 128, 16383, 16384, 2**32 - 1):
+        encoded = pack_varint(value)
+        assert read_varint(b"\0" + encoded, 1) == (value, 1 + len(encoded))
+        assert len(encoded) == max(1, -(-value.bit_length() // 7))
+    with pytest.raises(InputError, match="too long"):
+        read_varint(pack_varint(2**32), 0)  # more than the field's 32 bits
+    x = _smooth((128, 128), 4095, 1).astype(np.uint16)
+    data = compress(x, model, fast=True)
+    header, payloads = read_header(data)
+    length_field = len(pack_varint(len(payloads[0])))
+    # magic, version, descriptor, bits 7 | sides 1 + 2 + 2 | identity 16 | entry | header CRC 4
+    assert header.shape == x.shape and len(data) - len(payloads[0]) == 7 + 5 + 16 + length_field + 4 + 4
+
+
 def test_hostile_header_sizes_are_refused_before_allocating(model):
     import struct
     import zlib
 
-    from recon.codec.container import _FIXED, MAGIC, VERSION
+    from recon.codec.container import _FIXED, MAGIC, VERSION, pack_varint
 
-    fixed = _FIXED.pack(MAGIC, VERSION, 2, 16, 1, 60000, 60000, 60000, model.identity, 0, 0.0)
-    table = struct.pack("<II", 0, zlib.crc32(b"")) * 4
+    uint16_stack = 1 | 1 << 1  # descriptor: uint16, layout (S, H, W)
+    fixed = _FIXED.pack(MAGIC, VERSION, uint16_stack, 16) + pack_varint(60000) * 3 + model.identity
+    table = (pack_varint(0) + struct.pack("<I", zlib.crc32(b""))) * 4
     with pytest.raises(InputError, match=r"absurd|too large|truncated"):
         decompress(fixed + table + struct.pack("<I", zlib.crc32(fixed + table)), model)
+    endless = _FIXED.pack(MAGIC, VERSION, 0, 8) + b"\xff" * 40  # a varint that never ends
+    with pytest.raises(InputError, match="too long"):
+        decompress(endless, model)
 
 
 def test_files_from_another_codec_are_refused(model):
@@ -393,7 +414,7 @@ def test_few_distinct_values_are_coded_as_ranks(model):
     data = compress(x, model)
     assert np.array_equal(decompress(data, model), x)
     _, payloads = read_header(data)
-    assert _SliceHeader.read(payloads[0], 65535).palette_size == np.unique(x).size  # palette used
+    assert _SliceHeader.read(payloads[0], 65535)[0].palette_size == np.unique(x).size  # palette used
     lossy = compress(x, model, Quality(delta=20))  # lossless ranks cost less than δ = 20 on 12 bits
     assert len(lossy) == len(data) and np.array_equal(decompress(lossy, model), x)
 

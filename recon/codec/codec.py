@@ -35,7 +35,6 @@ encoder tries both and keeps the smaller file (PSNR) or the higher PSNR (rate).
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,7 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recon.codec.container import Header, container_overhead, read_header, write_container
+from recon.codec.container import (
+    Header,
+    container_overhead,
+    pack_varint,
+    read_header,
+    read_varint,
+    write_container,
+)
 from recon.codec.entropy import AdaptiveContexts, Reader, Writer, tokenize, untokenize
 from recon.codec.model import CONTEXTS, LATENT_RANGE, CodecModel, context_offset, contexts_of
 from recon.codec.network import FA
@@ -63,9 +69,9 @@ TokenSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]  # (pass, 
 
 @dataclass(frozen=True)
 class _SliceHeader:
-    """What starts every slice's payload: δ, the anchor context offset, the polyphase depth (its
-    top bit :data:`NO_LATENTS`), δ's halving period, the predictor flags and the palette size
-    (0: none)."""
+    """What starts every slice's payload: the polyphase depth (its top bit :data:`NO_LATENTS`) and
+    δ's halving period (a byte each), then varints: δ, the anchor context offset (zig-zag), the
+    predictor flags and the palette size (0: none). 6–9 bytes for a typical slice."""
 
     delta: int
     offset: int
@@ -75,18 +81,23 @@ class _SliceHeader:
     flags: int
     palette_size: int
 
-    FORMAT = struct.Struct("<IiBBQI")
-
     def pack(self) -> bytes:
         depth = self.depth | (0 if self.latents else NO_LATENTS)
-        return self.FORMAT.pack(self.delta, self.offset, depth, self.halving, self.flags, self.palette_size)
+        zigzag = 2 * self.offset if self.offset >= 0 else -2 * self.offset - 1
+        fields = (self.delta, zigzag, self.flags, self.palette_size)
+        return bytes((depth, self.halving)) + b"".join(pack_varint(v) for v in fields)
 
     @classmethod
-    def read(cls, payload: bytes, levels: int) -> _SliceHeader:
-        """Parse and validate (``levels``: the file's largest value)."""
-        if len(payload) < cls.FORMAT.size:
+    def read(cls, payload: bytes, levels: int) -> tuple[_SliceHeader, int]:
+        """Parse and validate (``levels``: the file's largest value); also the header's length."""
+        if len(payload) < 2:
             raise InputError("corrupt codec payload (slice header cut short)")
-        delta, offset, depth, halving, flags, palette_size = cls.FORMAT.unpack_from(payload)
+        depth, halving = payload[0], payload[1]
+        delta, position = read_varint(payload, 2)
+        zigzag, position = read_varint(payload, position)
+        flags, position = read_varint(payload, position, 64)
+        palette_size, position = read_varint(payload, position)
+        offset = zigzag // 2 if zigzag % 2 == 0 else -(zigzag + 1) // 2
         latents, depth = not depth & NO_LATENTS, depth & ~NO_LATENTS
         if depth > (DEPTHS[-1] if latents else MAX_DEPTH) or (delta == LATENT_ONLY and not latents):
             raise InputError(f"corrupt codec payload (polyphase depth {depth})")
@@ -96,7 +107,7 @@ class _SliceHeader:
             raise InputError(f"corrupt codec payload (delta halving period {halving})")
         if palette_size and (delta != 0 or palette_size > levels + 1):
             raise InputError(f"corrupt codec payload (palette of {palette_size} values)")
-        return cls(delta, offset, depth, latents, halving, flags, palette_size)
+        return cls(delta, offset, depth, latents, halving, flags, palette_size), position
 
 
 @dataclass(frozen=True)
@@ -466,8 +477,8 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
     for i, payload in enumerate(payloads):
         if i:
             counts = counts.next_slice()
-        head = _SliceHeader.read(payload, header.levels)
-        reader = Reader(payload[_SliceHeader.FORMAT.size :])
+        head, start = _SliceHeader.read(payload, header.levels)
+        reader = Reader(payload[start:])
         shape = (header.height, header.width)
         levels = header.levels
         palette = None
