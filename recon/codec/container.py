@@ -13,12 +13,14 @@ Layout (little endian; ``varint``: unsigned LEB128, 7 bits per byte, low bits fi
 ``layout`` says how slices map back to the array: 0 ``(H, W)``, 1 ``(S, H, W)``, 2 ``(H, W, C)``.
 ``scale`` is present for float images (fastMRI h5 targets) that were coded as 16-bit integers:
 the decoded values are ``integers × scale`` in float32. ``kind`` is the file type the data came from,
-so that decoding a folder writes the same kind back. Variable-length integers keep a 128×128 slice's
-file header at 38–39 bytes (version 2 spent 57 with fixed-width fields, and 22 more per slice on
-the slice header, now 6–9: together 0.3% of a losslessly coded 128×128 MR slice). :func:`read_header` checks every field, the header checksum, that the payload
-lengths add up to the file's size and every payload's checksum, before anything is allocated or
-decoded: a corrupted, truncated or hostile file is an :class:`InputError`, never a crash or a huge
-allocation.
+so that decoding a folder writes the same kind back.
+
+Variable-length integers keep a 128×128 slice's file header at 38–39 bytes (version 2 spent 57 with
+fixed-width fields, and 22 more per slice on the slice header, now 6–9: together 0.3% of a
+losslessly coded 128×128 MR slice). :func:`read_header` checks every field, the header checksum,
+that the payload lengths add up to the file's size and every payload's checksum, before anything is
+allocated or decoded: a corrupted, truncated or hostile file is an :class:`InputError`, never a
+crash or a huge allocation.
 """
 
 from __future__ import annotations
