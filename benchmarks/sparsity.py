@@ -352,7 +352,7 @@ def main() -> None:
         {k: round(v / steps_ms["adam"], 3) for k, v in steps_ms.items()},
     )
     out = {"benchmark": "sparsity", "machine": machine, "args": vars(args), "step_ms": steps_ms, "tasks": []}
-    for task_name in args.tasks.split(","):
+    for task_name in [t for t in args.tasks.split(",") if t]:  # --tasks "": step times only
         print(f"task {task_name}:")
         out["tasks"].append(run_task(task_name, args))
         if args.json:
