@@ -304,6 +304,11 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"task": task.config(), "methods": results}
 
 
+def rate_list(text: str) -> list[float]:
+    """``"1e-3,2e-3"`` → ``[0.001, 0.002]`` (learning rates to sweep)."""
+    return [float(r) for r in text.split(",")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="denoise,deblur")
@@ -320,9 +325,8 @@ def main() -> None:
     parser.add_argument(
         "--lr-schedule", dest="lr_schedule", default="constant", choices=("cosine", "constant")
     )
-    rates = lambda text: [float(r) for r in text.split(",")]  # noqa: E731
-    parser.add_argument("--adam-lr", dest="adam_lr", type=rates, default=[1e-3], help="one or a list")
-    parser.add_argument("--adabreg-lr", dest="adabreg_lr", type=rates, default=[1e-3], help="one or a list")
+    parser.add_argument("--adam-lr", dest="adam_lr", type=rate_list, default=[1e-3], help="rate or list")
+    parser.add_argument("--adabreg-lr", dest="adabreg_lr", type=rate_list, default=[1e-3], help="rate or list")
     parser.add_argument("--linbreg-lr", dest="linbreg_lr", type=float, default=0.1)
     parser.add_argument("--proxsgd-lr", dest="proxsgd_lr", type=float, default=0.005)
     parser.add_argument("--proxsgd-lam", dest="proxsgd_lam", type=float, default=1e-3)
