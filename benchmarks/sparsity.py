@@ -325,8 +325,10 @@ def main() -> None:
     parser.add_argument(
         "--lr-schedule", dest="lr_schedule", default="constant", choices=("cosine", "constant")
     )
-    parser.add_argument("--adam-lr", dest="adam_lr", type=rate_list, default=[1e-3], help="rate or list")
-    parser.add_argument("--adabreg-lr", dest="adabreg_lr", type=rate_list, default=[1e-3], help="rate or list")
+    parser.add_argument("--adam-lr", dest="adam_lr", type=rate_list, default=[1e-3], help="a rate or a list")
+    parser.add_argument(
+        "--adabreg-lr", dest="adabreg_lr", type=rate_list, default=[1e-3], help="a rate or a list"
+    )
     parser.add_argument("--linbreg-lr", dest="linbreg_lr", type=float, default=0.1)
     parser.add_argument("--proxsgd-lr", dest="proxsgd_lr", type=float, default=0.005)
     parser.add_argument("--proxsgd-lam", dest="proxsgd_lam", type=float, default=1e-3)
