@@ -51,7 +51,7 @@ from recon.codec.container import (
     read_varint,
     write_container,
 )
-from recon.codec.entropy import AdaptiveContexts, Reader, Writer, tokenize, untokenize
+from recon.codec.entropy import AdaptiveContexts, Reader, Writer, tokenize, untokenize, unzigzag, zigzag
 from recon.codec.model import CONTEXTS, LATENT_RANGE, CodecModel, context_offset, contexts_of
 from recon.codec.network import FA
 from recon.codec.polyphase import CONTEXT_CLASSES, MAX_HALVING, level_delta, quantize_residual, run_passes
@@ -83,8 +83,7 @@ class _SliceHeader:
 
     def pack(self) -> bytes:
         depth = self.depth | (0 if self.latents else NO_LATENTS)
-        zigzag = 2 * self.offset if self.offset >= 0 else -2 * self.offset - 1
-        fields = (self.delta, zigzag, self.flags, self.palette_size)
+        fields = (self.delta, int(zigzag(np.int64(self.offset))), self.flags, self.palette_size)
         return bytes((depth, self.halving)) + b"".join(pack_varint(v) for v in fields)
 
     @classmethod
@@ -94,10 +93,10 @@ class _SliceHeader:
             raise InputError("corrupt codec payload (slice header cut short)")
         depth, halving = payload[0], payload[1]
         delta, position = read_varint(payload, 2)
-        zigzag, position = read_varint(payload, position)
+        folded, position = read_varint(payload, position)
         flags, position = read_varint(payload, position, 64)
         palette_size, position = read_varint(payload, position)
-        offset = zigzag // 2 if zigzag % 2 == 0 else -(zigzag + 1) // 2
+        offset = int(unzigzag(np.int64(folded)))
         latents, depth = not depth & NO_LATENTS, depth & ~NO_LATENTS
         if depth > (DEPTHS[-1] if latents else MAX_DEPTH) or (delta == LATENT_ONLY and not latents):
             raise InputError(f"corrupt codec payload (polyphase depth {depth})")

@@ -16,7 +16,7 @@ the decoded values are ``integers × scale`` in float32. ``kind`` is the file ty
 so that decoding a folder writes the same kind back.
 
 Variable-length integers keep a 128×128 slice's file header at 38–39 bytes (version 2 spent 57 with
-fixed-width fields, and 22 more per slice on the slice header, now 6–9: together 0.3% of a
+fixed-width fields, and 22 more per slice on the slice header, now 6–9: together 0.24% of a
 losslessly coded 128×128 MR slice). :func:`read_header` checks every field, the header checksum,
 that the payload lengths add up to the file's size and every payload's checksum, before anything is
 allocated or decoded: a corrupted, truncated or hostile file is an :class:`InputError`, never a

@@ -181,13 +181,13 @@ def run_passes(
         d = level_delta(delta, halving, n)
         step = 2 * d + 1
         for k in range(4):
+            if k == 0 and n < depth:  # the anchors are the next level's grid (never empty)
+                level(n + 1)
+                continue
             layout = _layout(shape, stride, k)
             if layout.index.size == 0:
                 continue
             full = (layout.rows, layout.cols)
-            if k == 0 and n < depth:
-                level(n + 1)
-                continue
             if k == 0:
                 number = 0
                 prediction, contexts = np.take(guess, layout.index), np.take(anchor_contexts, layout.index)

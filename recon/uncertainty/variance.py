@@ -22,6 +22,7 @@ arbitrary frozen reconstructor, hence this module. Stored as ``<model>.variance.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def fit_variance_head(
         torch.manual_seed(seed)
         head = VarianceHead(width).to(device)
     model = model.eval()
-    nll = nn.GaussianNLLLoss(eps=float(torch.tensor(LOG_VARIANCE_RANGE[0]).exp()))
+    nll = nn.GaussianNLLLoss(eps=math.exp(LOG_VARIANCE_RANGE[0]))
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
     for step in range(1, steps + 1):
         sample = batches()
