@@ -33,6 +33,7 @@ import math
 import platform
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +51,19 @@ from recon.tasks import build_task, evaluate
 from recon.train import train
 
 EVAL_SIZE = (256, 256)
+METHODS = ("linbreg", "adabreg", "proxsgd", "magnitude")
 
 
 def supernet(
-    widths: tuple[int, ...], dense: bool, seed: int, probe: torch.Tensor, init: str = "measurement"
+    widths: tuple[int, ...],
+    dense: bool,
+    seed: int,
+    probe: torch.Tensor,
+    init: str = "measurement",
+    start: float = 0.01,
 ) -> Reconstructor:
-    """The U-Net super-network as a reconstructor: dense (all gates open) or sparse (1% of channels)."""
+    """The U-Net super-network as a reconstructor: dense (all gates open) or sparse (a fraction
+    ``start`` of the channels on, gates closed but the global residual's)."""
     net = GraphNet(gated_unet(widths=widths, blocks=1))
     g = torch.Generator().manual_seed(seed)
     if dense:
@@ -63,7 +71,7 @@ def supernet(
     else:
         sparse_init_(
             net,
-            density=0.01,
+            density=start,
             grouping="channel",
             keep_dense=("convs.head.",),
             open_gates=(GLOBAL_RESIDUAL,),
@@ -159,8 +167,16 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     validation = image_pool(("mr", "natural"), "val")
     results: dict[str, dict[str, Any]] = {}
 
+    seeds = args.seeds
+
     def fit(
-        name: str, model: Reconstructor, opt: torch.optim.Optimizer, steps: int, control=None, after=None
+        name: str,
+        model: Reconstructor,
+        opt: torch.optim.Optimizer,
+        steps: int,
+        seed: int,
+        control=None,
+        after=None,
     ):
         start = time.perf_counter()
         hooks = [f for f in (control, after) if f is not None]
@@ -174,7 +190,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             data,
             steps=steps,
             batch=args.batch,
-            seed=1,
+            seed=seed + 1,
             log_every=max(steps // 10, 1),
             after_step=(lambda s: [f(s) for f in hooks]),
             on_log=lambda s: {"density": density(model.net)},
@@ -214,19 +230,32 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         model: Reconstructor,
         opt: torch.optim.Optimizer,
         steps: int,
+        seed: int,
         structured: bool,
         control=None,
         after=None,
     ) -> bool:
         """Train and score one method; a divergence is recorded instead of ending the benchmark."""
         try:
-            history, seconds = fit(name, model, opt, steps, control, after)
+            history, seconds = fit(name, model, opt, steps, seed, control, after)
         except FloatingPointError as exc:
             results[name] = {"diverged": str(exc)}
             print(f"  {name:10s} {exc}", flush=True)
             return False
         score(name, model, history, seconds, structured)
         return True
+
+    def replicate(label: str, run: Any) -> list[Any]:
+        """``run(label, seed)`` at every seed; with more than one, ``label`` reports the means (and
+        each seed's scores). Returns what the runs returned, one per seed."""
+        if len(seeds) == 1:
+            return [run(label, seeds[0])]
+        outcomes, runs = [], []
+        for seed in seeds:
+            outcomes.append(run(f"{label} [seed {seed}]", seed))
+            runs.append(results.pop(f"{label} [seed {seed}]", {}))
+        results[label] = seed_mean(runs, seeds)
+        return outcomes
 
     def sweep(name: str, rates: list[float], run: Any) -> Any:
         """``run(label, lr)`` at every rate; the one with the best validation PSNR is reported as
@@ -244,57 +273,66 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         results[name] = {**scores[best], "lr": best, "lr_sweep": table}
         return outcomes[best]
 
-    def train_adam(label: str, lr: float) -> Reconstructor:
-        model = supernet(widths, dense=True, seed=0, probe=probe, init=task.init)
-        attempt(label, model, torch.optim.Adam(model.parameters(), lr=lr, foreach=True), args.steps, False)
+    def train_adam(lr: float, label: str, seed: int) -> Reconstructor:
+        model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+        attempt(label, model, opt, args.steps, seed, False)
         return model
 
-    dense = sweep("adam", args.adam_lr, train_adam)
+    dense = sweep("adam", args.adam_lr, lambda label, lr: replicate(label, partial(train_adam, lr)))
     dense_ms = results["adam"]["inference_ms"]
 
     # Bregman methods with λ control toward each target density (LinBreg at the first one)
     targets = [float(t) for t in args.targets.split(",")]
 
-    def train_bregman(name: str, target: float, label: str, lr: float) -> None:
-        model = supernet(widths, dense=False, seed=0, probe=probe, init=task.init)
+    def train_bregman(name: str, target: float, lr: float, label: str, seed: int) -> None:
+        model = supernet(widths, dense=False, seed=seed, probe=probe, init=task.init, start=args.sparse_start)
         lam = args.linbreg_lam if name == "linbreg" else args.lam
         if name == "linbreg":
             opt = LinBreg(bregman_groups(model.net, lam, lr), momentum=0.9)
         else:
             opt = AdaBreg(bregman_groups(model.net, lam, lr, gate_factor=10.0))
         control = DensityController(opt, model.net, target, every=10)
-        if attempt(label, model, opt, args.steps, True, control):
+        if attempt(label, model, opt, args.steps, seed, True, control):
             results[label]["lam_final"] = lam * control.scale
 
-    for name, target in [("linbreg", targets[0])] + [("adabreg", t) for t in targets]:
+    runs = [("linbreg", targets[0])] + [("adabreg", t) for t in targets]
+    for name, target in [(n, t) for n, t in runs if n in args.methods]:
         rates = [args.linbreg_lr] if name == "linbreg" else args.adabreg_lr
-        sweep(f"{name}@{target:g}", rates, lambda label, lr, n=name, t=target: train_bregman(n, t, label, lr))
+        sweep(
+            f"{name}@{target:g}",
+            rates,
+            lambda label, lr, n=name, t=target: replicate(label, partial(train_bregman, n, t, lr)),
+        )
 
-    # ProxSGD from the dense start, λ raised until the first target density is reached
-    model = supernet(widths, dense=True, seed=0, probe=probe, init=task.init)
-    opt = ProxSGD(bregman_groups(model.net, args.proxsgd_lam, args.proxsgd_lr), momentum=0.9)
-    attempt(
-        f"proxsgd@{targets[0]:g}",
-        model,
-        opt,
-        args.steps,
-        True,
-        DensityController(opt, model.net, targets[0], every=10),
-    )
+    def train_proxsgd(label: str, seed: int) -> None:
+        """Proximal SGD from the dense start, λ raised until the first target density is reached."""
+        model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init)
+        opt = ProxSGD(bregman_groups(model.net, args.proxsgd_lam, args.proxsgd_lr), momentum=0.9)
+        control = DensityController(opt, model.net, targets[0], every=10)
+        attempt(label, model, opt, args.steps, seed, True, control)
 
-    # magnitude pruning of the dense network to AdaBreg's density, then masked fine-tuning
+    if "proxsgd" in args.methods:
+        replicate(f"proxsgd@{targets[0]:g}", train_proxsgd)
+
+    # magnitude pruning of each dense network to AdaBreg's density, then masked fine-tuning
     reference = results.get(f"adabreg@{targets[0]:g}", {}).get("density", targets[0])
-    pruned = copy.deepcopy(dense)
-    masks = magnitude_prune(pruned.net, reference)
     adam_lr = results["adam"].get("lr", args.adam_lr[0])
-    opt = torch.optim.Adam(pruned.parameters(), lr=adam_lr / 3, foreach=True)
 
-    def reapply(step: int) -> None:
-        with torch.no_grad():
-            for name, module in pruned.net.convs.items():
-                module.weight.mul_(masks[name])
+    def train_pruned(label: str, seed: int) -> None:
+        pruned = copy.deepcopy(dense[seeds.index(seed)])
+        masks = magnitude_prune(pruned.net, reference)
+        opt = torch.optim.Adam(pruned.parameters(), lr=adam_lr / 3, foreach=True)
 
-    attempt("magnitude", pruned, opt, max(1, int(args.finetune * args.steps)), True, after=reapply)
+        def reapply(step: int) -> None:
+            with torch.no_grad():
+                for name, module in pruned.net.convs.items():
+                    module.weight.mul_(masks[name])
+
+        attempt(label, pruned, opt, max(1, int(args.finetune * args.steps)), seed, True, after=reapply)
+
+    if "magnitude" in args.methods:
+        replicate("magnitude", train_pruned)
 
     for result in results.values():
         if "psnr" in result:
@@ -304,9 +342,41 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"task": task.config(), "methods": results}
 
 
+def seed_mean(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """Every numeric score averaged over the seeds that trained (a collapsed run counts, a diverged
+    one is listed in ``diverged_seeds``), with each seed's PSNR, validation PSNR and density."""
+    trained = [r for r in runs if "psnr" in r]
+    if not trained:
+        return {"diverged": "; ".join(r.get("diverged", "failed") for r in runs)}
+    numeric = [k for k, v in trained[0].items() if isinstance(v, int | float)]
+    mean: dict[str, Any] = {k: statistics.fmean(r[k] for r in trained) for k in numeric}
+    mean["seeds"] = {
+        str(s): {k: r.get(k) for k in ("psnr", "val_psnr", "density")}
+        for s, r in zip(seeds, runs, strict=True)
+    }
+    mean["diverged_seeds"] = [s for s, r in zip(seeds, runs, strict=True) if "psnr" not in r]
+    return mean
+
+
+def per_seed(result: dict[str, Any]) -> str:
+    """``30.28/29.78/div.``: each seed's test PSNR, or nothing for a single-seed run."""
+    runs = result.get("seeds", {}).values()
+    return "/".join(f"{r['psnr']:.2f}" if r.get("psnr") is not None else "div." for r in runs)
+
+
 def rate_list(text: str) -> list[float]:
     """``"1e-3,2e-3"`` → ``[0.001, 0.002]`` (learning rates to sweep)."""
     return [float(r) for r in text.split(",")]
+
+
+def method_list(text: str) -> set[str]:
+    """``"adabreg,magnitude"`` → the methods to run beside dense Adam (always run: the reference)."""
+    methods = {m for m in text.split(",") if m}
+    if unknown := methods - set(METHODS):
+        raise argparse.ArgumentTypeError(
+            f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}"
+        )
+    return methods
 
 
 def main() -> None:
@@ -335,6 +405,22 @@ def main() -> None:
     parser.add_argument(
         "--finetune", type=float, default=0.2, help="fraction of steps to fine-tune after pruning"
     )
+    parser.add_argument(
+        "--methods", type=method_list, default=set(METHODS), help="beside dense Adam: " + ",".join(METHODS)
+    )
+    parser.add_argument(
+        "--seeds",
+        type=lambda text: [int(s) for s in text.split(",")],
+        default=[0],
+        help="initialisation and batch-order seeds; several report means (and each seed in the JSON)",
+    )
+    parser.add_argument(
+        "--sparse-start",
+        dest="sparse_start",
+        type=float,
+        default=0.01,
+        help="fraction of channels LinBreg / AdaBreg start with",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -357,7 +443,8 @@ def main() -> None:
         "ratios to Adam:",
         {k: round(v / steps_ms["adam"], 3) for k, v in steps_ms.items()},
     )
-    out = {"benchmark": "sparsity", "machine": machine, "args": vars(args), "step_ms": steps_ms, "tasks": []}
+    settings = {**vars(args), "methods": sorted(args.methods)}
+    out = {"benchmark": "sparsity", "machine": machine, "args": settings, "step_ms": steps_ms, "tasks": []}
     for task_name in [t for t in args.tasks.split(",") if t]:  # --tasks "": step times only
         print(f"task {task_name}:")
         out["tasks"].append(run_task(task_name, args))
@@ -367,7 +454,7 @@ def main() -> None:
         print(f"\n{task_result['task']}")
         print(
             f"{'method':10s} {'PSNR':>6} {'SSIM':>6} {'ΔPSNR':>6} {'density':>8} {'channels':>9} "
-            f"{'GFLOPs':>7} {'FLOP red.':>9} {'speedup':>8} {'val PSNR':>8}  lr (swept)"
+            f"{'GFLOPs':>7} {'FLOP red.':>9} {'speedup':>8} {'val PSNR':>8}  lr (swept)  PSNR per seed"
         )
         for name, r in task_result["methods"].items():
             if "psnr" not in r:
@@ -375,9 +462,9 @@ def main() -> None:
                 continue
             print(
                 f"{name:10s} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['psnr_vs_adam']:+6.2f} {r['density']:8.3f} "
-                f"{r['active_channels']:4d}/{r['total_channels']:<4d} {r['flops'] / 1e9:7.2f} "
+                f"{r['active_channels']:4.0f}/{r['total_channels']:<4.0f} {r['flops'] / 1e9:7.2f} "
                 f"{r['flops_reduction']:8.1f}× {r['inference_speedup']:7.1f}× {r['val_psnr']:8.2f}  "
-                f"{r.get('lr', '')}"
+                f"{r.get('lr', '')}  {per_seed(r)}"
             )
 
 
