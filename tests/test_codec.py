@@ -104,7 +104,7 @@ def test_adaptive_tokens_round_trip_and_cost_less_when_the_prior_is_wrong():
 
 @pytest.mark.parametrize(
     ("channels", "a_bits", "w_bits"),
-    [(48, 15, 13), (3, 24, 16)],  # float32 piece convolutions; beyond their bound: float64
+    [(8, 6, 6), (48, 15, 13), (3, 24, 16)],  # one float32 convolution, four float32 pieces, float64
 )
 def test_fixed_point_convolution_is_exact_integer_arithmetic(channels, a_bits, w_bits):
     g = torch.Generator().manual_seed(0)
@@ -451,3 +451,22 @@ def test_training_a_small_codec_prunes_latents_and_round_trips(residual_rate):
     assert model.latent_tables.shape[0] == model.net.latent
     x = _smooth((33, 35), 4095).astype(np.uint16)
     assert np.array_equal(decompress(compress(x, model), model), x)
+
+
+def test_latent_candidates_are_written_when_smaller_and_skipped_when_far_behind(monkeypatch):
+    from recon.codec.codec import _Slice, _SliceHeader
+    from recon.codec.container import read_header
+    from recon.codec.model import default_codec
+
+    bundled = default_codec()
+    x = _smooth((64, 48), 255).astype(np.uint8)
+    predicted = decompress(compress(x, bundled, Quality(latent_only=True)), bundled)  # the autoencoder's
+    data = compress(predicted, bundled)  # own output: its latents predict it well
+    head, _ = _SliceHeader.read(read_header(data)[1][0], 255)
+    assert head.latents and len(data) < len(compress(predicted, bundled, fast=True))
+    assert np.array_equal(decompress(data, bundled), predicted)
+    tried, code = [], _Slice._code
+    monkeypatch.setattr(_Slice, "_code", lambda self, *a: tried.append(a) or code(self, *a))
+    data = compress(x, bundled)  # noise on a sinusoid: the latents do not pay
+    assert [depth for _, depth, latents, _ in tried if latents] == [3]  # depths 0-2 were not coded
+    assert len(data) == len(compress(x, bundled, fast=True))

@@ -12,9 +12,10 @@ A slice ``x`` (integers in ``[0, 2^bits - 1]``) is coded as
    (trained tables for the anchors; the trained tables adapted to the slice's own token counts for
    the interpolated passes, see :mod:`recon.codec.entropy`).
 
-The encoder keeps, per slice, the smallest of: the passes at polyphase depths 0–3 with the latents,
-and the passes recursed down to a grid of at most 4×4 anchors without latents (where the
-autoencoder's prediction does not pay for its latents; on every held-out image so far). Slices
+The encoder keeps, per slice, the smallest of: the passes recursed down to a grid of at most 4×4
+anchors without latents (the *reference*: on every held-out image so far the autoencoder's
+prediction does not pay for its latents), and the passes at polyphase depths 3, 2, 1, 0 with the
+latents (the shallower ones only when depth 3 comes within 2% of the reference). Slices
 with few distinct values (at most a quarter of the range, e.g. rescaled or quantised data) may code
 the ranks of their values plus the value list losslessly (histogram packing), when that is smaller
 than the requested coding — lossless or lossy: the held-out T1 slice (123 values spread over
@@ -26,8 +27,9 @@ therefore decodes only after the ones before it (the decoder reads a file front 
 
 Quality targets: ``lossless`` (δ = 0); ``delta=D`` (every error within D, the same δ at every
 level); ``psnr=P``: latent-only when that reaches P dB, else the largest δ whose reconstruction
-reaches P (found by bisection on exact reconstructions); ``bpp=B``: the smallest δ whose *written*
-slice fits in B bits per pixel, latent-only when none does. Under PSNR and rate targets δ may also
+reaches P (found by bisection on the reference's reconstructions; a latent candidate is written
+only when it reaches P too); ``bpp=B``: the smallest δ whose *written* slice fits in B bits per
+pixel, latent-only when none does. Under PSNR and rate targets δ may also
 halve every second level towards the coarse grid (:func:`~recon.codec.polyphase.level_delta`); the
 encoder tries both and keeps the smaller file (PSNR) or the higher PSNR (rate).
 """
@@ -38,6 +40,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -62,6 +65,7 @@ HALVINGS = (0, 2)  # δ halving periods the encoder tries under PSNR and rate ta
 DEPTHS = (0, 1, 2, 3)  # polyphase depths the encoder tries with latents (it keeps the smallest file)
 NO_LATENTS = 0x80  # depth bit: no latents; the passes recurse to a 4×4 anchor grid at mid-grey
 MAX_DEPTH = 17
+LATENT_MARGIN = 0.02  # depths 0-2 are tried when depth 3 with latents is within 2% of the reference
 MAX_PALETTE_BITS = 16  # palette values are below 2**16
 PALETTE_BITS_FIELD = 5  # bits of the field that gives the palette gaps' bit length
 TokenSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]  # (pass, tokens, raw bits, contexts)
@@ -156,6 +160,15 @@ def _prediction(model: CodecModel, q: torch.Tensor, shape: tuple[int, int], leve
     return pixels.to(torch.int64).cpu().numpy(), log_scale
 
 
+class Coded(NamedTuple):
+    """A slice's payload, the adaptive counts after it and the reconstruction it decodes to (not
+    kept for latent-only slices: that is :attr:`_Slice.predicted`)."""
+
+    payload: bytes
+    counts: AdaptiveContexts
+    recon: np.ndarray | None
+
+
 class _Slice:
     """One slice's latents and prediction (computed once, when first needed), shared by every δ
     tried on it. ``fast``: never run the autoencoder, code only the no-latent passes."""
@@ -244,47 +257,50 @@ class _Slice:
         return 0 if self.palette is None else int(self.palette.size)
 
     def reconstruction(self, delta: int, halving: int = 0) -> np.ndarray:
-        """The decoded slice at ``delta`` with the deepest polyphase depth (other depths differ a
-        little: every error is at most δ, but around other predictions)."""
+        """The slice decoded from its reference candidate at ``delta``: the no-latent passes (or the
+        autoencoder's prediction for latent-only). Targets choose δ by it; other candidates are
+        written only when smaller and (under a PSNR target) as good."""
         if delta == LATENT_ONLY:
             return self.predicted
-        if self.fast:
-            return self.passes(delta, _full_depth(self.x.shape), latents=False, halving=halving)[0]
-        return self.passes(delta, DEPTHS[-1], halving=halving)[0]
+        return self.passes(delta, _full_depth(self.x.shape), latents=False, halving=halving)[0]
 
-    def encode(
-        self, delta: int, min_psnr: float | None = None, halving: int = 0
-    ) -> tuple[bytes, AdaptiveContexts]:
-        """The slice's payload at ``delta``: the smallest over the polyphase depths (among those
-        whose reconstruction reaches ``min_psnr``; the deepest always does when δ was chosen for it),
-        and the adaptive counts after it."""
-        best, best_counts = b"", self.counts
-        candidates = [] if self.fast else [(d, True) for d in DEPTHS[: 1 if delta == LATENT_ONLY else None]]
+    def _write_latents(self, writer: Writer) -> None:
+        symbols = (self.q[0].to(torch.int64).cpu().numpy() + LATENT_RANGE).reshape(self.q.shape[1], -1)
+        for channel, table in zip(symbols, self.model.latent_tables, strict=True):
+            writer.categorical(channel, table)
+
+    def _code(self, delta: int, depth: int, latents: bool, halving: int) -> Coded:
+        """One candidate: the payload with the latents (if ``latents``) and the passes at ``depth``."""
+        writer = Writer()
+        if self.palette is not None:
+            _write_palette(writer, self.palette)
+        if latents:
+            self._write_latents(writer)
+        offset, flags, counts, recon = 0, 0, self.counts.copy(), None
         if delta != LATENT_ONLY:
-            candidates.append((_full_depth(self.x.shape), False))
-        for depth, latents in candidates:
-            writer = Writer()
-            if self.palette is not None:
-                _write_palette(writer, self.palette)
-            if latents:
-                symbols = (self.q[0].to(torch.int64).cpu().numpy() + LATENT_RANGE).reshape(
-                    self.q.shape[1], -1
-                )
-                for channel, table in zip(symbols, self.model.latent_tables, strict=True):
-                    writer.categorical(channel, table)
-            offset, flags, counts = 0, 0, self.counts.copy()
-            if delta != LATENT_ONLY:
-                offset = context_offset(self.levels, level_delta(delta, halving, depth))
-                recon, flags = self.passes(delta, depth, self._coder(writer, counts), latents, halving)
-                # the candidate reconstruction() measured, which met the target when δ was chosen
-                deepest = not latents if self.fast else latents and depth == DEPTHS[-1]
-                if min_psnr is not None and not deepest and psnr(self.x, recon, self.levels) < min_psnr:
-                    continue
-            head = _SliceHeader(delta, offset, depth, latents, halving, flags, self.palette_size)
-            payload = head.pack() + writer.bytes()
-            if not best or len(payload) < len(best):
-                best, best_counts = payload, counts
-        return best, best_counts
+            offset = context_offset(self.levels, level_delta(delta, halving, depth))
+            recon, flags = self.passes(delta, depth, self._coder(writer, counts), latents, halving)
+        head = _SliceHeader(delta, offset, depth, latents, halving, flags, self.palette_size)
+        return Coded(head.pack() + writer.bytes(), counts, recon)
+
+    def encode(self, delta: int, min_psnr: float | None = None, halving: int = 0) -> Coded:
+        """The slice at ``delta``: the reference candidate (no-latent passes, see
+        :meth:`reconstruction`) or a smaller latent one whose reconstruction reaches ``min_psnr``
+        (the reference does when δ was chosen for it). The latent candidates are tried deepest
+        first; the shallower ones only when the deepest comes within :data:`LATENT_MARGIN` of the
+        reference (on every held-out image so far it was 7–80% larger, so most slices skip them)."""
+        if delta == LATENT_ONLY:
+            return self._code(LATENT_ONLY, 0, True, 0)
+        best = self._code(delta, _full_depth(self.x.shape), False, halving)
+        if self.fast:
+            return best
+        for depth in DEPTHS[::-1]:
+            coded = self._code(delta, depth, True, halving)
+            if min_psnr is None or psnr(self.x, coded.recon, self.levels) >= min_psnr:
+                best = min(best, coded, key=lambda c: len(c.payload))
+            if depth == DEPTHS[-1] and len(coded.payload) > (1 + LATENT_MARGIN) * len(best.payload):
+                break
+        return best
 
 
 def _write_palette(writer: Writer, palette: np.ndarray) -> None:
@@ -352,10 +368,10 @@ def psnr(x: np.ndarray, y: np.ndarray, levels: int) -> float:
     return math.inf if mse == 0 else 10 * math.log10(max(levels, 1) ** 2 / mse)
 
 
-def _encode_slice(part: _Slice, quality: Quality, overhead: float = 0.0) -> tuple[bytes, AdaptiveContexts]:
-    """The slice's payload for ``quality`` and the adaptive counts after it; ``overhead``: container
-    bytes charged to this slice under a rate target. PSNR and rate targets try every δ halving
-    period in :data:`HALVINGS` and keep the smaller file (PSNR) or the better PSNR (rate)."""
+def _encode_slice(part: _Slice, quality: Quality, overhead: float = 0.0) -> Coded:
+    """The slice coded for ``quality``; ``overhead``: container bytes charged to this slice under a
+    rate target. PSNR and rate targets try every δ halving period in :data:`HALVINGS` and keep the
+    smaller file (PSNR) or the better PSNR (rate)."""
     if quality.lossless:
         return part.encode(0)
     if quality.delta is not None:
@@ -371,22 +387,22 @@ def _encode_slice(part: _Slice, quality: Quality, overhead: float = 0.0) -> tupl
     if quality.psnr is not None:
         target = quality.psnr
         coded = [part.encode(_largest_delta(part, target, h), target, h) for h in HALVINGS]
-        return min(coded, key=lambda c: len(c[0]))
+        return min(coded, key=lambda c: len(c.payload))
     budget = quality.bpp * part.x.size / 8 - overhead
-    best: tuple[float, tuple[bytes, AdaptiveContexts]] | None = None
+    best: tuple[float, Coded] | None = None
     for halving in HALVINGS:
         fitting = {part.levels: part.encode(part.levels, halving=halving)}  # δ → coded, within budget
-        if len(fitting[part.levels][0]) > budget:  # even the coarsest does not fit
+        if len(fitting[part.levels].payload) > budget:  # even the coarsest does not fit
             continue
         low, high = 0, part.levels  # find the smallest δ whose slice fits (it was coded on the way)
         while low < high:
             mid = (low + high) // 2
             coded = part.encode(mid, halving=halving)
-            if len(coded[0]) <= budget:
+            if len(coded.payload) <= budget:
                 fitting[mid], high = coded, mid
             else:
                 low = mid + 1
-        quality_db = psnr(part.x, part.reconstruction(low, halving), part.levels)
+        quality_db = psnr(part.x, fitting[low].recon, part.levels)
         if best is None or quality_db > best[0]:
             best = (quality_db, fitting[low])
     if best is not None:
@@ -445,15 +461,15 @@ def compress(
     payloads, counts = [], AdaptiveContexts(CONTEXT_CLASSES)
     for x in slices:
         part = _Slice(model, x, header.levels, fast=fast, counts=counts)
-        payload, after = _encode_slice(part, quality, container_overhead(len(slices)))
+        coded = _encode_slice(part, quality, container_overhead(len(slices)))
         palette = None if quality.latent_only else np.unique(x)
         if palette is not None and 4 * palette.size <= header.levels + 1:  # few values: code their ranks
             # losslessly, whenever that is smaller (then it is also better) than the requested coding
             ranks = np.searchsorted(palette, x)
             packed = _Slice(model, ranks, max(1, palette.size - 1), palette, fast, counts).encode(0)
-            payload, after = min((payload, after), packed, key=lambda coded: len(coded[0]))
-        payloads.append(payload)
-        counts = after.next_slice()
+            coded = min(coded, packed, key=lambda c: len(c.payload))
+        payloads.append(coded.payload)
+        counts = coded.counts.next_slice()
     return write_container(header, payloads)
 
 

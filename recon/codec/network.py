@@ -13,7 +13,7 @@ for the rate and straight-through rounding for the prediction (Ballé et al. 201
 
 :class:`IntegerSynthesis` runs :math:`g_s` in fixed point, exactly: weights ``round(w·2^FW)``,
 activations ``round(a·2^FA)`` (both clamped), every product and partial sum an integer that the
-floating-point type holds exactly (float32 piece convolutions, see :func:`exact_conv`), so the result
+floating-point type holds exactly (float32 convolutions, see :func:`exact_conv`), so the result
 is exact in any summation order on any CPU or GPU; requantised by a floor division by :math:`2^{FW}`.
 Encoder and decoder therefore compute bit-identical predictions and contexts, which
 the lossless residual depends on. (Integer convolutions are not available in torch on CPU; exact
@@ -103,33 +103,43 @@ def _pieces(t: Tensor, bits: int) -> tuple[Tensor, Tensor]:
 def exact_conv(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     r"""One fixed-point 3×3 convolution, ``floor((a * W + B) / 2^FW)`` clamped, computed exactly.
 
-    ``a`` and ``W`` are split into 8- and 7-bit pieces; each of the four piece convolutions runs in
-    float32 (fast), and is exact because every partial sum is an integer below :math:`2^{24}`
-    (checked from the pieces' bounds and the fan-in before running); the pieces are recombined in
-    float64. Inputs outside that bound fall back to one float64 convolution (exact below
+    float32 holds every integer below :math:`2^{24}`, so a float32 convolution of integers is exact
+    (in any summation order) when every output's :math:`\sum |a|\,|W|` stays below that. Cheapest
+    first: (1) one float32 convolution, when a convolution of the magnitudes shows the sums below
+    :math:`2^{23}` (a margin for that check's own rounding; typical activations pass); (2) ``a`` and
+    ``W`` split into 8- and 7-bit pieces, four float32 piece convolutions recombined in float64,
+    when the pieces' bounds and the fan-in allow; (3) one float64 convolution (exact below
     :math:`2^{53}`)."""
+    a32, w32 = a.float(), weight.float()
+    if float(F.conv2d(a32.abs(), w32.abs(), padding=1).max()) < FLOAT32_EXACT / 2:
+        acc = F.conv2d(a32, w32, padding=1).double()
+    else:
+        acc = _split_conv(a, weight)
+    acc = acc + bias.view(1, -1, 1, 1)
+    if float(acc.abs().max()) >= EXACT_LIMIT:
+        raise InputError("fixed-point overflow in the codec's synthesis (input far outside its range)")
+    return torch.floor(acc / (1 << FW)).clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+
+
+def _split_conv(a: Tensor, weight: Tensor) -> Tensor:
+    """``a * W`` (float64) for integers too large for one float32 convolution (see :func:`exact_conv`)."""
     a_high, a_low = _pieces(a, A_SPLIT)
     w_high, w_low = _pieces(weight, W_SPLIT)
     fan_in = weight[0].numel()
     bound = (
         fan_in * float(max(a_high.abs().max(), 1 << A_SPLIT)) * float(max(w_high.abs().max(), 1 << W_SPLIT))
     )
-    if bound < FLOAT32_EXACT:
-        acc = sum(
-            F.conv2d(x.float(), w.float(), padding=1).double() * scale
-            for x, w, scale in (
-                (a_high, w_high, float(1 << (A_SPLIT + W_SPLIT))),
-                (a_high, w_low, float(1 << A_SPLIT)),
-                (a_low, w_high, float(1 << W_SPLIT)),
-                (a_low, w_low, 1.0),
-            )
+    if bound >= FLOAT32_EXACT:
+        return F.conv2d(a, weight, padding=1)
+    return sum(
+        F.conv2d(x.float(), w.float(), padding=1).double() * scale
+        for x, w, scale in (
+            (a_high, w_high, float(1 << (A_SPLIT + W_SPLIT))),
+            (a_high, w_low, float(1 << A_SPLIT)),
+            (a_low, w_high, float(1 << W_SPLIT)),
+            (a_low, w_low, 1.0),
         )
-        acc = acc + bias.view(1, -1, 1, 1)
-    else:
-        acc = F.conv2d(a, weight, bias, padding=1)
-        if float(acc.abs().max()) >= EXACT_LIMIT:
-            raise InputError("fixed-point overflow in the codec's synthesis (input far outside its range)")
-    return torch.floor(acc / (1 << FW)).clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+    )
 
 
 @contextmanager
