@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -320,3 +321,23 @@ def test_folder_input_processes_every_file_and_reports_failures(cli, tmp_path, m
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".h5") == ["v0.h5", "v1.h5"]
     errors = [line for line in result.err.splitlines() if line.startswith("recon: error:")]
     assert len(errors) == 1 and "broken.h5" in errors[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "function", "options"),
+    [
+        ("calibrate", "calibrate_model", ("coverage", "samples", "bins")),
+        ("fit-variance", "fit_variance_model", ("steps", "batch", "seed")),
+    ],
+)
+def test_cli_defaults_are_the_library_defaults(command, function, options):
+    """The CLI keeps torch out of its import path, so it repeats these defaults as literals."""
+    import inspect
+
+    import recon.pipeline
+    from recon.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    defaults = subcommands.choices[command].parse_args(["--model", "m"])
+    signature = inspect.signature(getattr(recon.pipeline, function)).parameters
+    assert {o: getattr(defaults, o) for o in options} == {o: signature[o].default for o in options}
