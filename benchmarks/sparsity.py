@@ -9,6 +9,8 @@ images (the MR test subjects and the camera / astronaut photographs, whole image
 - **adam**: dense network (all gates open), ``torch.optim.Adam`` (foreach);
 - **magnitude**: the trained dense network, layer-wise magnitude-pruned to the density AdaBreg reached,
   then fine-tuned with the mask fixed for ``--finetune`` of the steps (so it trains a little longer);
+- **thin**: a dense network with every width scaled by √(AdaBreg's density), trained like **adam**:
+  about as many weights as AdaBreg keeps, spread evenly (its density: weights / the super-network's);
 - **proxsgd**: proximal SGD from the dense start, same regularizers, λ controlled to the target density;
 - **linbreg** / **adabreg**: sparse start (1% of channels, gates closed), group ℓ1,2 on channels and
   ℓ1 on gates, λ controlled toward ``--target`` density by :class:`recon.sparsity.schedule.DensityController`.
@@ -51,7 +53,7 @@ from recon.tasks import build_task, evaluate
 from recon.train import train
 
 EVAL_SIZE = (256, 256)
-METHODS = ("linbreg", "adabreg", "proxsgd", "magnitude")
+METHODS = ("linbreg", "adabreg", "proxsgd", "magnitude", "thin")
 
 
 def supernet(
@@ -334,6 +336,20 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     if "magnitude" in args.methods:
         replicate("magnitude", train_pruned)
 
+    # a dense network with every width scaled by √density: about as many weights as AdaBreg keeps
+    thin_widths = tuple(max(1, round(w * math.sqrt(reference))) for w in widths)
+    full_weights = weight_count(supernet(widths, dense=True, seed=0, probe=probe).net)
+
+    def train_thin(label: str, seed: int) -> None:
+        model = supernet(thin_widths, dense=True, seed=seed, probe=probe, init=task.init)
+        opt = torch.optim.Adam(model.parameters(), lr=adam_lr, foreach=True)
+        if attempt(label, model, opt, args.steps, seed, False):
+            results[label]["density"] = weight_count(model.net) / full_weights  # of the super-network's
+            results[label]["widths"] = list(thin_widths)
+
+    if "thin" in args.methods:
+        replicate("thin", train_thin)
+
     for result in results.values():
         if "psnr" in result:
             result["flops_reduction"] = results["adam"]["flops"] / result["flops"]
@@ -356,6 +372,11 @@ def seed_mean(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     }
     mean["diverged_seeds"] = [s for s, r in zip(seeds, runs, strict=True) if "psnr" not in r]
     return mean
+
+
+def weight_count(net: GraphNet) -> int:
+    """Entries of the weight tensors (what :func:`recon.sparsity.density` counts)."""
+    return sum(p.numel() for p in net.parameters() if p.dim() >= 2)
 
 
 def per_seed(result: dict[str, Any]) -> str:
