@@ -1,6 +1,8 @@
-"""Sparse training benchmark: dense Adam, magnitude pruning, ProxSGD, LinBreg and AdaBreg in one run.
+"""Sparse training benchmark: dense Adam, magnitude pruning, a thin dense network, ProxSGD, LinBreg and
+AdaBreg in one run.
 
-    python benchmarks/sparsity.py [--tasks denoise,deblur] [--steps 3000] [--target 0.08] [--json out.json]
+    python benchmarks/sparsity.py [--tasks denoise,deblur] [--steps 3000] [--targets 0.08]
+        [--methods adabreg,magnitude,thin] [--seeds 0,1,2] [--sparse-start 0.02] [--json out.json]
 
 Every method trains the same U-Net super-network (``--widths``) on the same 64×64 patches (packaged MR
 slices, scikit-image photographs, phantoms) for the same number of steps, and is scored on held-out
@@ -19,7 +21,9 @@ images (the MR test subjects and the camera / astronaut photographs, whole image
 (the default, ``constant``, is what the published tables used). ``--adam-lr`` and ``--adabreg-lr``
 take comma-separated lists: each rate is trained and the one with the best PSNR on the *validation*
 images (never the test images) is reported, with the whole sweep in the JSON, so that neither side
-of the comparison is tuned and the other not.
+of the comparison is tuned and the other not. ``--seeds`` repeats every method with each seed
+(initialisation, sparse start, batch order and noise; the patches stay): the table reports means,
+the rates are chosen by mean validation PSNR, and each seed's scores are in the JSON.
 
 Reported per method: PSNR / SSIM, weight density, active channels, FLOPs of the compacted network
 (at 256×256), CPU inference time of the compacted vs the dense network, and the time of a training
