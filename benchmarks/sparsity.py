@@ -349,10 +349,10 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         opt = torch.optim.Adam(model.parameters(), lr=adam_lr, foreach=True)
         if attempt(label, model, opt, args.steps, seed, False):
             results[label]["density"] = weight_count(model.net) / full_weights  # of the super-network's
-            results[label]["widths"] = list(thin_widths)
 
     if "thin" in args.methods:
         replicate("thin", train_thin)
+        results["thin"]["widths"] = list(thin_widths)
 
     for result in results.values():
         if "psnr" in result:
