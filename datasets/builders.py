@@ -45,6 +45,30 @@ def _nibabel_file(name: str) -> str:
     return str(Path(data_path) / name)
 
 
+MNI_T1 = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"  # inside the nilearn package
+
+
+def mni_template() -> np.ndarray:
+    """The MNI ICBM152 2009a symmetric T1 template that nilearn ships (197×233×189 voxels of 1 mm,
+    brain-extracted, uint8 read as float32).
+
+    The template is the non-linear average of 152 adult brains (Fonov et al., NeuroImage 2011;
+    copyright McConnell Brain Imaging Centre, redistributable with its notice). It is located through
+    ``importlib`` without importing nilearn, whose import pulls in scikit-learn and pandas.
+    """
+    import importlib.util
+
+    import nibabel
+
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise InputError("the MNI template source needs nilearn: pip install 'recon[data]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / MNI_T1
+    if not path.is_file():
+        raise InputError("this nilearn has no bundled MNI152 2009a template", path)
+    return np.asarray(nibabel.load(path).dataobj, dtype=np.float32)
+
+
 def _nifti_slices(path: str, volume: int = 0) -> np.ndarray:
     import nibabel
 

@@ -6,6 +6,10 @@ Sources (nothing is downloaded):
   into ``$RECON_DATA/packaged-mr`` (default ``~/.cache/recon``); split by subject as the builder does.
 - ``natural``: scikit-image's bundled photographs, as grayscale in [0, 1]. Train: textures, coins,
   moon, page, text, coffee, chelsea, rocket, hubble; validation: cell; test: camera, astronaut.
+- ``mni``: slices of the MNI ICBM152 2009a T1 template (nilearn; train split only): a sharp,
+  brain-extracted 1 mm T1 brain, cut along all three axes and also at 2 mm, so that the networks see
+  anatomy at the scale of the 1 mm T1 and the 2 mm EPI test subjects. The template averages 152
+  adults, none of them the test subjects (see :func:`template_slices`).
 - ``phantom``: procedural phantoms (train split only; unlimited).
 """
 
@@ -19,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recon.datasets.builders import build_dataset
+from recon.datasets.builders import build_dataset, mni_template
 from recon.datasets.fastmri import SliceDataset
 from recon.datasets.phantom import phantom
 from recon.errors import InputError
@@ -85,6 +89,28 @@ def natural_images(split: str) -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=2)
+def template_slices(step: int = 4, signal: float = 0.3) -> tuple[np.ndarray, ...]:
+    """Every ``step``-th slice along each axis of the MNI T1 template at 1 mm and at 2 mm (2×2×2 mean
+    pooling), scaled to a maximum of 1; slices whose mean is below ``signal`` × the largest slice mean
+    of their axis are left out (the edges of the head hold little but background)."""
+    from skimage.transform import downscale_local_mean
+
+    full = mni_template()
+    full /= max(float(full.max()), 1e-12)
+    out: list[np.ndarray] = []
+    for volume in (full, downscale_local_mean(full, (2, 2, 2)).astype(np.float32)):
+        for axis in range(3):
+            slices = np.moveaxis(volume, axis, 0)[::step]
+            means = slices.reshape(slices.shape[0], -1).mean(axis=1)
+            out.extend(
+                np.ascontiguousarray(np.rot90(s))
+                for s, m in zip(slices, means, strict=True)
+                if m >= signal * means.max()
+            )
+    return tuple(out)
+
+
 def image_pool(
     sources: Sequence[str] = ("mr", "natural", "phantom"),
     split: str = "train",
@@ -102,8 +128,11 @@ def image_pool(
         elif source == "phantom":
             if split == "train":
                 pool.extend(phantom((phantom_size, phantom_size), (seed, 7, i)) for i in range(phantoms))
+        elif source == "mni":
+            if split == "train":
+                pool.extend(template_slices())
         else:
-            raise InputError(f"unknown image source {source!r} (known: mr, natural, phantom)")
+            raise InputError(f"unknown image source {source!r} (known: mr, mni, natural, phantom)")
     if not pool:
         raise InputError(f"no images for split {split!r} from sources {list(sources)}")
     return pool

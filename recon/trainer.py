@@ -38,7 +38,15 @@ from recon.datasets.training import PatchDataset, image_pool
 from recon.errors import InputError
 from recon.files import atomic_output
 from recon.modelio import network_description, save_model
-from recon.nets import GLOBAL_RESIDUAL, GraphNet, channel_report, compact, flops
+from recon.nets import (
+    GLOBAL_RESIDUAL,
+    GraphNet,
+    channel_report,
+    compact,
+    compact_flop_fraction,
+    compact_weight_fraction,
+    flops,
+)
 from recon.reconstructors import Reconstructor
 from recon.registry import get_registry, plugin_host
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
@@ -49,6 +57,13 @@ from recon.terms import build_terms
 from recon.train import batch_at, train
 
 SPARSE = ("adabreg", "linbreg", "proxsgd")
+# what λ control holds at target_density: the non-zero fraction of the super-network's weights, or the
+# weights or FLOPs (256² image) of the compacted network over the dense one's (GraphNets only)
+DENSITY_MEASURES = {
+    "weights": density,
+    "compact": compact_weight_fraction,
+    "flops": compact_flop_fraction,
+}
 
 
 @dataclass
@@ -69,6 +84,7 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     lam: float = 0.05
     target_density: float | None = 0.12
+    density_measure: str = "weights"  # what target_density bounds: see DENSITY_MEASURES
     init_density: float = 0.01
     steps: int = 3000
     batch: int = 8
@@ -200,6 +216,9 @@ def _validate(c: TrainConfig) -> None:
         raise InputError(f"invalid lr {c.lr} or lam {c.lam}")
     if c.target_density is not None and not 0 < c.target_density <= 1:
         raise InputError(f"target_density must be in (0, 1], got {c.target_density}")
+    if c.density_measure not in DENSITY_MEASURES:
+        known = ", ".join(DENSITY_MEASURES)
+        raise InputError(f"unknown density_measure {c.density_measure!r} (known: {known})")
 
 
 class Trainer:
@@ -220,7 +239,15 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.control = None
         if config.optimizer in SPARSE and config.target_density is not None:
-            self.control = DensityController(self.optimizer, self.model.net, config.target_density, every=10)
+            if config.density_measure != "weights" and not isinstance(self.model.net, GraphNet):
+                raise InputError(f"density_measure {config.density_measure!r} needs a GraphNet network")
+            self.control = DensityController(
+                self.optimizer,
+                self.model.net,
+                config.target_density,
+                every=10,
+                measure=DENSITY_MEASURES[config.density_measure],
+            )
         decay = cosine_decay(config.steps) if config.lr_schedule == "cosine" else (lambda t: 1.0)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
         self.terms = build_terms(config.terms)
@@ -424,6 +451,11 @@ class Trainer:
             "params": sum(p.numel() for p in net.parameters()),
             "flops_256": flops(net.spec, size) if isinstance(net, GraphNet) else None,
             "density": density(self.model.net),
+            **(
+                {"compact_weights": compact_weight_fraction(self.model.net)}
+                if isinstance(self.model.net, GraphNet)
+                else {}
+            ),
             "train_seconds": seconds,
             "steps": c.steps,
         }

@@ -167,6 +167,26 @@ def test_packaged_mr_builder_splits_by_subject(tmp_path):
     assert len(SliceDataset(test_files)) >= 10
 
 
+def test_mni_template_source_is_training_only_at_two_scales():
+    pytest.importorskip("nilearn")
+    from recon.datasets.builders import mni_template
+    from recon.datasets.training import image_pool, template_slices
+
+    volume = mni_template()
+    assert volume.shape == (197, 233, 189)
+    slices = template_slices()
+    shapes = {s.shape for s in slices}
+    assert {(233, 197), (117, 99)} <= shapes  # axial cuts at 1 mm and at 2 mm
+    assert all(s.dtype == np.float32 and s.min() >= 0 and s.max() <= 1 for s in slices)
+    assert max(float(s.max()) for s in slices) > 0.9
+    axial_1mm = [s for s in slices if s.shape == (233, 197)]
+    assert len(axial_1mm) < 189 // 4 + 1  # every fourth, without the near-empty edge slices
+    assert len(image_pool(["mni"], "train")) == len(slices)
+    assert len(image_pool(["mr", "mni"], "val")) == len(image_pool(["mr"], "val"))
+    with pytest.raises(InputError, match="no images"):
+        image_pool(["mni"], "test")
+
+
 def test_phantom_builder(tmp_path):
     manifest = build_dataset("phantoms", tmp_path / "ph", volumes=4, slices=2, size=32)
     assert [v["split"] for v in manifest["volumes"]] == ["train", "train", "val", "test"]

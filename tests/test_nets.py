@@ -12,6 +12,8 @@ from recon.nets import (
     GraphNet,
     channel_report,
     compact,
+    compact_flop_fraction,
+    compact_weight_fraction,
     flops,
     gated_autoencoder,
     gated_unet,
@@ -20,6 +22,7 @@ from recon.nets import (
     stacked_forward,
 )
 from recon.nets.graph import FORMAT
+from recon.sparsity import density
 
 
 def _sparsify(net: GraphNet, seed: int, rows: float = 0.5, gates: float = 0.3) -> GraphNet:
@@ -107,6 +110,36 @@ def test_compaction_preserves_outputs_and_cuts_flops(seed, family):
         assert float((a - b).abs().max()) <= tol * max(1.0, float(a.abs().max()))
     assert flops(small.spec, (32, 32)) < flops(net.spec, (32, 32))
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
+
+
+def test_compact_fractions_count_only_what_compaction_keeps():
+    """conv a (1→4, 3×3) then conv b (4→2, 3×3): with a's channel 0 switched off, b's kernels on that
+    channel are non-zero but read a constant, so compaction folds them into b's bias."""
+    spec = {
+        "format": FORMAT,
+        "in_channels": 1,
+        "gates": {},
+        "nodes": [
+            {"name": "a", "op": "conv", "inputs": ["input"], "out": 4},
+            {"name": "b", "op": "conv", "inputs": ["a"], "out": 2, "act": "none"},
+        ],
+        "output": "b",
+    }
+    net = GraphNet(spec)
+    with torch.no_grad():
+        for conv in net.convs.values():
+            conv.weight.fill_(0.5)
+        net.convs["a"].weight[0] = 0
+    total = 4 * 9 + 2 * 4 * 9
+    assert density(net) == (3 * 9 + 2 * 4 * 9) / total  # the non-zero fraction counts b's dead column
+    assert compact_weight_fraction(net) == (3 * 9 + 2 * 3 * 9) / total
+    conv_flops = (2 * 9 + 1) * 3 + (2 * 3 * 9 + 1) * 2  # per pixel, after compaction
+    assert compact_flop_fraction(net, (8, 8)) == conv_flops / ((2 * 9 + 1) * 4 + (2 * 4 * 9 + 1) * 2)
+    dense = GraphNet(gated_unet(widths=(4, 8)))
+    with torch.no_grad():
+        for gate in dense.gates.values():
+            gate.fill_(1.0)
+    assert compact_weight_fraction(dense) == 1.0 and compact_flop_fraction(dense) == 1.0
 
 
 @pytest.mark.parametrize("family", ["unet", "autoencoder"])

@@ -315,3 +315,20 @@ def test_ddp_ranks_stay_identical_and_match_single_process():
     for a, b, c in zip(results[0], results[1], single.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         torch.testing.assert_close(a, c.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_density_control_follows_its_measure():
+    """λ is multiplied by the factor while the measure is above target·(1 + tol), divided while below
+    target·(1 − tol), and left alone in between; only every ``every``-th step looks."""
+    from recon.sparsity.schedule import DensityController
+
+    model = _mlp()
+    opt = AdaBreg(param_groups(model, GroupL12(0.1, "channel"), L1(0.1)), lr=1e-3)
+    readings = iter([0.5, 0.5, 0.1, 0.205])
+    control = DensityController(opt, model, 0.2, factor=2.0, every=5, measure=lambda m: next(readings))
+    weights = next(g for g in opt.param_groups if g["name"] == "weights")
+    first = weights["reg"]
+    for step, expected in ((5, 0.2), (7, 0.2), (10, 0.4), (15, 0.2), (20, 0.2)):
+        control(step)
+        assert weights["reg"].lam == pytest.approx(expected)
+    assert control.scale == pytest.approx(2.0) and first.lam == pytest.approx(0.1)

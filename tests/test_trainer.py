@@ -54,7 +54,8 @@ def test_config_layers_and_types(tmp_path):
         "deblur-gauss",
         "denoise-gauss",
     }
-    for bad in ({"colour": "red"}, {"steps": "many"}, {"optimizer": "sgd"}, {"steps": "0"}):
+    bad_configs = ({"colour": "red"}, {"steps": "many"}, {"optimizer": "sgd"}, {"steps": "0"})
+    for bad in (*bad_configs, {"density_measure": "bytes"}):
         with pytest.raises(InputError):
             load_config("denoise-gauss", overrides=bad)
     with pytest.raises(InputError, match="unknown recipe"):
@@ -98,6 +99,16 @@ def test_resume_continues_exactly(tmp_path):
     history_b = json.loads((tmp_path / "b" / "history.json").read_text())["history"]
     assert history_a == history_b
     assert result["test"] == again["test"]
+
+
+def test_density_measure_chooses_what_lambda_control_holds(tmp_path):
+    from recon.nets import compact_flop_fraction, compact_weight_fraction
+
+    for name, measure in (("compact", compact_weight_fraction), ("flops", compact_flop_fraction)):
+        trainer = Trainer(_config(density_measure=name), tmp_path / name)
+        assert trainer.control.measure is measure
+    with pytest.raises(InputError, match="needs a GraphNet"):
+        Trainer(_config(density_measure="compact", network="dncnn", network_params="{}"), tmp_path / "x")
 
 
 def test_resume_errors(tmp_path):

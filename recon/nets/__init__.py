@@ -1,6 +1,6 @@
 """Networks described as graphs (GraphNet), search spaces, compaction."""
 
-from recon.nets.compact import channel_report, compact
+from recon.nets.compact import channel_report, compact, compact_flop_fraction, compact_weight_fraction
 from recon.nets.graph import GraphNet, flops, load_graph, save_graph
 from recon.nets.search_spaces import GLOBAL_RESIDUAL, gated_autoencoder, gated_unet
 from recon.nets.stacked import stacked_forward
@@ -10,6 +10,8 @@ __all__ = [
     "GraphNet",
     "channel_report",
     "compact",
+    "compact_flop_fraction",
+    "compact_weight_fraction",
     "flops",
     "gated_autoencoder",
     "gated_unet",

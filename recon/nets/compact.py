@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recon.nets.graph import GraphNet, node_channels
+from recon.nets.graph import GraphNet, flops, node_channels
 
 
 def _gate(net: GraphNet, gate: str | None) -> float:
@@ -216,6 +216,25 @@ def _maps(node: dict[str, Any], i: int, in_width: int, out_width: int) -> tuple[
     take_t = torch.arange(in_width) if take is None else torch.tensor(take, dtype=torch.long)
     to_t = torch.arange(out_width) if to is None else torch.tensor(to, dtype=torch.long)
     return take_t, to_t
+
+
+def _weights(net: GraphNet) -> int:
+    return sum(net.convs[node["name"]].weight.numel() for node in net.conv_nodes())
+
+
+def compact_weight_fraction(net: GraphNet) -> float:
+    """Weights of ``compact(net)`` over the weights of ``net``: the size of the network that is kept.
+
+    Smaller than the non-zero fraction of ``net`` (:func:`recon.sparsity.density`): a live output
+    channel's kernels that read switched-off input channels are non-zero but multiply constants, and
+    compaction folds them into biases. With channel groups that is most of them (the bundled
+    ``denoise-gauss``: 13.3% non-zero, 3.8% kept)."""
+    return _weights(compact(net)) / max(_weights(net), 1)
+
+
+def compact_flop_fraction(net: GraphNet, size: tuple[int, int] = (256, 256)) -> float:
+    """FLOPs of ``compact(net)`` over those of ``net`` on one image of ``size``."""
+    return flops(compact(net).spec, size) / max(flops(net.spec, size), 1)
 
 
 def channel_report(net: GraphNet, tol: float = 0.0) -> dict[str, Any]:

@@ -7,6 +7,12 @@ weights every ``every`` steps and multiplies λ by ``factor`` (density too high)
 is, so a larger λ shrinks the active groups and switches the weakest off: that is what lets the
 density come down after a burst of growth (keeping the weights fixed instead would freeze every
 active group forever).
+
+What is measured is a choice (``measure``): by default the non-zero fraction of the weights
+(:func:`~recon.sparsity.init.density`); :func:`recon.nets.compact_weight_fraction` and
+:func:`recon.nets.compact_flop_fraction` measure the compacted network instead, which is what is
+deployed. With channel groups most non-zero weights of a sparse network read switched-off channels
+and are folded away, so the two differ by a factor of 2–4.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from recon.sparsity.init import density
 
 
 class DensityController:
-    """Multiplicative λ control: keep the weight density within ``target·(1 ± tolerance)``."""
+    """Multiplicative λ control: keep ``measure(model)`` (default: the weight density) within
+    ``target·(1 ± tolerance)``."""
 
     def __init__(
         self,
@@ -33,6 +40,7 @@ class DensityController:
         tolerance: float = 0.1,
         every: int = 10,
         keep_weights: bool = False,
+        measure: Callable[[nn.Module], float] = density,
     ):
         if not 0 < target <= 1 or factor <= 1 or every < 1:
             raise InputError(f"invalid density control: target {target}, factor {factor}, every {every}")
@@ -40,12 +48,13 @@ class DensityController:
             raise InputError(f"{type(optimizer).__name__} has no adjustable regularisation")
         self.optimizer, self.model, self.target = optimizer, model, target
         self.factor, self.tolerance, self.every, self.keep_weights = factor, tolerance, every, keep_weights
+        self.measure = measure
         self.scale = 1.0  # product of all changes so far
 
     def __call__(self, step: int) -> None:
         if step % self.every:
             return
-        current = density(self.model)
+        current = self.measure(self.model)
         if current > self.target * (1 + self.tolerance):
             change = self.factor
         elif current < self.target * (1 - self.tolerance):
