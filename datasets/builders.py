@@ -45,12 +45,15 @@ def _nibabel_file(name: str) -> str:
     return str(Path(data_path) / name)
 
 
-MNI_T1 = "datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"  # inside the nilearn package
+MNI_MAPS = {  # inside the nilearn package: the T1 image and the grey / white matter probability maps
+    kind: f"datasets/data/mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz" for kind in ("t1", "gm", "wm")
+}
 
 
-def mni_template() -> np.ndarray:
-    """The MNI ICBM152 2009a symmetric T1 template that nilearn ships (197×233×189 voxels of 1 mm,
-    brain-extracted, uint8 read as float32).
+def mni_template(kind: str = "t1") -> np.ndarray:
+    """The MNI ICBM152 2009a symmetric template that nilearn ships, 197×233×189 voxels of 1 mm (uint8
+    read as float32, 0–255): ``t1`` (the brain-extracted T1 image), ``gm`` / ``wm`` (grey and white
+    matter probability maps).
 
     The template is the non-linear average of 152 adult brains (Fonov et al., NeuroImage 2011;
     copyright McConnell Brain Imaging Centre, redistributable with its notice). It is located through
@@ -60,10 +63,12 @@ def mni_template() -> np.ndarray:
 
     import nibabel
 
+    if kind not in MNI_MAPS:
+        raise InputError(f"unknown MNI template map {kind!r} (known: {', '.join(MNI_MAPS)})")
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
         raise InputError("the MNI template source needs nilearn: pip install 'recon[data]'")
-    path = Path(next(iter(spec.submodule_search_locations))) / MNI_T1
+    path = Path(next(iter(spec.submodule_search_locations))) / MNI_MAPS[kind]
     if not path.is_file():
         raise InputError("this nilearn has no bundled MNI152 2009a template", path)
     return np.asarray(nibabel.load(path).dataobj, dtype=np.float32)

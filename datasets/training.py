@@ -6,10 +6,11 @@ Sources (nothing is downloaded):
   into ``$RECON_DATA/packaged-mr`` (default ``~/.cache/recon``); split by subject as the builder does.
 - ``natural``: scikit-image's bundled photographs, as grayscale in [0, 1]. Train: textures, coins,
   moon, page, text, coffee, chelsea, rocket, hubble; validation: cell; test: camera, astronaut.
-- ``mni``: slices of the MNI ICBM152 2009a T1 template (nilearn; train split only): a sharp,
-  brain-extracted 1 mm T1 brain, cut along all three axes and also at 2 mm, so that the networks see
-  anatomy at the scale of the 1 mm T1 and the 2 mm EPI test subjects. The template averages 152
-  adults, none of them the test subjects (see :func:`template_slices`).
+- ``mni``: slices of the MNI ICBM152 2009a template (nilearn; train split only): a sharp,
+  brain-extracted 1 mm brain, cut along all three axes and also at 2 mm, so that the networks see
+  anatomy at the scale of the 1 mm T1 and the 2 mm EPI test subjects, as the T1 image and with
+  random tissue contrasts (see :func:`template_slices`). The template averages 152 adults, none of
+  them the test subjects.
 - ``phantom``: procedural phantoms (train split only; unlimited).
 """
 
@@ -90,24 +91,35 @@ def natural_images(split: str) -> tuple[np.ndarray, ...]:
 
 
 @lru_cache(maxsize=2)
-def template_slices(step: int = 4, signal: float = 0.3) -> tuple[np.ndarray, ...]:
-    """Every ``step``-th slice along each axis of the MNI T1 template at 1 mm and at 2 mm (2×2×2 mean
-    pooling), scaled to a maximum of 1; slices whose mean is below ``signal`` × the largest slice mean
-    of their axis are left out (the edges of the head hold little but background)."""
+def template_slices(step: int = 8, signal: float = 0.3, seed: int = 0) -> tuple[np.ndarray, ...]:
+    r"""Every ``step``-th slice along each axis of the MNI template at 1 mm and at 2 mm (2×2×2 mean
+    pooling), each twice: the T1 image, and the same anatomy with a random contrast.
+
+    The random contrast is :math:`\sum_k \mu_k p_k` over the tissue probability maps
+    :math:`p_k` (CSF = brain − grey − white matter, grey, white) with intensities
+    :math:`\mu_k \sim U(0.05, 1)` drawn per slice from ``seed`` (domain randomisation as in
+    SynthSeg, Billot et al., Medical Image Analysis 2023): the T1 template alone teaches a T1
+    ordering (white > grey > CSF), while the held-out EPI b0 volumes show the reverse. Slices are
+    scaled to a maximum of 1; those whose T1 mean is below ``signal`` × the largest slice mean of
+    their axis are left out (the edges of the head hold little but background)."""
     from skimage.transform import downscale_local_mean
 
-    full = mni_template()
-    full /= max(float(full.max()), 1e-12)
+    t1 = mni_template("t1") / 255.0
+    grey, white = mni_template("gm") / 255.0, mni_template("wm") / 255.0
+    tissues = np.stack([np.clip((t1 > 0) - grey - white, 0, 1), grey, white])
     out: list[np.ndarray] = []
-    for volume in (full, downscale_local_mean(full, (2, 2, 2)).astype(np.float32)):
+    for scale, factor in enumerate((1, 2)):
+        image = downscale_local_mean(t1, (factor,) * 3).astype(np.float32)
+        maps = downscale_local_mean(tissues, (1, *(factor,) * 3)).astype(np.float32)
         for axis in range(3):
-            slices = np.moveaxis(volume, axis, 0)[::step]
-            means = slices.reshape(slices.shape[0], -1).mean(axis=1)
-            out.extend(
-                np.ascontiguousarray(np.rot90(s))
-                for s, m in zip(slices, means, strict=True)
-                if m >= signal * means.max()
-            )
+            cuts = np.moveaxis(image, axis, 0)[::step]
+            cut_maps = np.moveaxis(maps, axis + 1, 1)[:, ::step]
+            means = cuts.reshape(cuts.shape[0], -1).mean(axis=1)
+            for index in np.flatnonzero(means >= signal * means.max()):
+                mu = np.random.default_rng((seed, scale, axis, int(index))).uniform(0.05, 1.0, 3)
+                synthetic = np.tensordot(mu.astype(np.float32), cut_maps[:, index], axes=1)
+                for slice_ in (cuts[index], synthetic):
+                    out.append(np.ascontiguousarray(np.rot90(slice_ / max(float(slice_.max()), 1e-12))))
     return tuple(out)
 
 

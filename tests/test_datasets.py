@@ -167,20 +167,25 @@ def test_packaged_mr_builder_splits_by_subject(tmp_path):
     assert len(SliceDataset(test_files)) >= 10
 
 
-def test_mni_template_source_is_training_only_at_two_scales():
+def test_mni_template_source_is_training_only_at_two_scales_and_two_contrasts():
     pytest.importorskip("nilearn")
     from recon.datasets.builders import mni_template
     from recon.datasets.training import image_pool, template_slices
 
-    volume = mni_template()
-    assert volume.shape == (197, 233, 189)
+    assert mni_template("t1").shape == mni_template("gm").shape == (197, 233, 189)
+    with pytest.raises(InputError, match="unknown MNI"):
+        mni_template("csf")
     slices = template_slices()
-    shapes = {s.shape for s in slices}
-    assert {(233, 197), (117, 99)} <= shapes  # axial cuts at 1 mm and at 2 mm
-    assert all(s.dtype == np.float32 and s.min() >= 0 and s.max() <= 1 for s in slices)
-    assert max(float(s.max()) for s in slices) > 0.9
-    axial_1mm = [s for s in slices if s.shape == (233, 197)]
-    assert len(axial_1mm) < 189 // 4 + 1  # every fourth, without the near-empty edge slices
+    assert {(233, 197), (117, 99)} <= {s.shape for s in slices}  # axial cuts at 1 mm and at 2 mm
+    assert all(s.dtype == np.float32 and s.min() >= 0 and s.max() == pytest.approx(1) for s in slices)
+    t1, synthetic = slices[::2], slices[1::2]  # each cut as T1, then with a random contrast
+    assert all(a.shape == b.shape for a, b in zip(t1, synthetic, strict=True))
+    brain = [np.corrcoef(a[a > 0], b[a > 0])[0, 1] for a, b in zip(t1, synthetic, strict=True)]
+    assert min(brain) < -0.5 and max(brain) > 0.5  # reversed (T2-like) and T1-like contrasts both occur
+    axial = [s for s in t1 if s.shape == (233, 197)]
+    assert 0 < len(axial) < 189 // 8 + 1  # every eighth, without the near-empty edge slices
+    template_slices.cache_clear()
+    assert all(np.array_equal(a, b) for a, b in zip(slices, template_slices(), strict=True))
     assert len(image_pool(["mni"], "train")) == len(slices)
     assert len(image_pool(["mr", "mni"], "val")) == len(image_pool(["mr"], "val"))
     with pytest.raises(InputError, match="no images"):
