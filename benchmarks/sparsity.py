@@ -22,7 +22,8 @@ images (the MR test subjects and the camera / astronaut photographs, whole image
   default), ``compact`` (the compacted network's weights over the dense network's) or ``flops``.
 
 ``--lr-schedule cosine`` decays every method's learning rates on the same cosine as ``recon train``
-(the default, ``constant``, is what the published tables used). ``--adam-lr`` and ``--adabreg-lr``
+(the default, ``constant``, is what the published tables used); ``--warmup N`` ramps them up
+linearly over the first N steps. ``--adam-lr`` and ``--adabreg-lr``
 take comma-separated lists: each rate is trained and the one with the best PSNR on the *validation*
 images (never the test images) is reported, with the whole sweep in the JSON, so that neither side
 of the comparison is tuned and the other not. ``--seeds`` repeats every method with each seed
@@ -67,7 +68,7 @@ from recon.nets import (
 from recon.reconstructors import Reconstructor
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
-from recon.sparsity.schedule import DensityController, cosine_decay
+from recon.sparsity.schedule import DensityController, learning_rate_factor
 from recon.tasks import build_task, evaluate
 from recon.train import train
 
@@ -203,8 +204,8 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     ):
         start = time.perf_counter()
         hooks = [f for f in (control, after) if f is not None]
-        if args.lr_schedule == "cosine":  # as `recon train`: every method's learning rates decay alike
-            decay = LambdaLR(opt, cosine_decay(steps))
+        if args.lr_schedule == "cosine" or args.warmup:  # as `recon train`: every method's rates alike
+            decay = LambdaLR(opt, learning_rate_factor(steps, args.lr_schedule, args.warmup))
             hooks.append(lambda s: decay.step())
         history = train(
             model,
@@ -436,6 +437,7 @@ def main() -> None:
     parser.add_argument(
         "--lr-schedule", dest="lr_schedule", default="constant", choices=("cosine", "constant")
     )
+    parser.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
     parser.add_argument("--adam-lr", dest="adam_lr", type=rate_list, default=[1e-3], help="a rate or a list")
     parser.add_argument(
         "--adabreg-lr", dest="adabreg_lr", type=rate_list, default=[1e-3], help="a rate or a list"

@@ -14,7 +14,8 @@ same keys, and ``key=value`` overrides). The output folder gets
 
 Sparse runs (``optimizer`` = adabreg / linbreg / proxsgd) start from a sparse super-network and use
 λ control toward ``target_density``; ``adam`` trains the dense network as the baseline. Every run's
-learning rates decay on a cosine to 5% of their start (``lr_schedule = "constant"`` keeps them).
+learning rates decay on a cosine to 5% of their start (``lr_schedule = "constant"`` keeps them),
+after a linear warm-up over the first ``warmup`` steps.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from recon.reconstructors import Reconstructor
 from recon.registry import get_registry, plugin_host
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
-from recon.sparsity.schedule import DensityController, cosine_decay
+from recon.sparsity.schedule import DensityController, learning_rate_factor
 from recon.tasks import Task, build_task, evaluate
 from recon.terms import build_terms
 from recon.train import batch_at, train
@@ -82,6 +83,7 @@ class TrainConfig:
     optimizer: str = "adabreg"
     lr: float = 1e-3
     lr_schedule: str = "cosine"
+    warmup: int = 0  # steps of linear learning-rate warm-up
     lam: float = 0.05
     target_density: float | None = 0.12
     density_measure: str = "weights"  # what target_density bounds: see DENSITY_MEASURES
@@ -212,6 +214,8 @@ def _validate(c: TrainConfig) -> None:
         raise InputError("steps, batch, log_every and val_every must be positive and patch at least 16")
     if c.lr_schedule not in ("constant", "cosine"):
         raise InputError(f"unknown lr_schedule {c.lr_schedule!r} (known: constant, cosine)")
+    if c.warmup < 0:
+        raise InputError(f"warmup must be a non-negative number of steps, got {c.warmup}")
     if not (c.lr > 0 and c.lam >= 0):
         raise InputError(f"invalid lr {c.lr} or lam {c.lam}")
     if c.target_density is not None and not 0 < c.target_density <= 1:
@@ -248,8 +252,8 @@ class Trainer:
                 every=10,
                 measure=DENSITY_MEASURES[config.density_measure],
             )
-        decay = cosine_decay(config.steps) if config.lr_schedule == "cosine" else (lambda t: 1.0)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, decay)
+        factor = learning_rate_factor(config.steps, config.lr_schedule, config.warmup)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.terms = build_terms(config.terms)
         self.generator = torch.Generator().manual_seed(config.seed + 1)
 

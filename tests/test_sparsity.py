@@ -332,3 +332,17 @@ def test_density_control_follows_its_measure():
         control(step)
         assert weights["reg"].lam == pytest.approx(expected)
     assert control.scale == pytest.approx(2.0) and first.lam == pytest.approx(0.1)
+
+
+def test_learning_rate_factor_warms_up_then_follows_its_schedule():
+    from recon.sparsity.schedule import cosine_decay, learning_rate_factor
+
+    warm = learning_rate_factor(10, "constant", warmup=4)
+    assert [warm(t) for t in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    cosine = learning_rate_factor(10, "cosine", warmup=4)
+    assert [cosine(t) for t in (1, 5, 10)] == pytest.approx(
+        [0.5 * cosine_decay(10)(1), *map(cosine_decay(10), (5, 10))]
+    )
+    assert learning_rate_factor(10, "cosine")(10) == pytest.approx(0.05)  # no warm-up: the cosine alone
+    with pytest.raises(InputError):
+        learning_rate_factor(10, "linear")

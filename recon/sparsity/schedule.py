@@ -76,3 +76,18 @@ def cosine_decay(steps: int, floor: float = 0.05) -> Callable[[int], float]:
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(t, steps) / steps))
 
     return factor
+
+
+def learning_rate_factor(steps: int, schedule: str = "cosine", warmup: int = 0) -> Callable[[int], float]:
+    r"""The learning-rate factor after :math:`t` steps: ``constant`` (1) or ``cosine``
+    (:func:`cosine_decay`), times a linear warm-up :math:`\min(1, (t + 1)/W)` over the first
+    :math:`W` = ``warmup`` steps. Warm-up keeps Adam-type steps (every weight moves by about the
+    learning rate, whatever its gradient's scale) from pushing a freshly initialised layer's
+    pre-activations below zero everywhere in the first few steps: without it, one dense unrolled
+    MRI run lost 97% of a decoder layer's active units within 10 steps and never learned."""
+    if schedule not in ("constant", "cosine") or warmup < 0:
+        raise InputError(f"unknown learning-rate schedule {schedule!r} or negative warm-up {warmup}")
+    decay = cosine_decay(steps) if schedule == "cosine" else (lambda t: 1.0)
+    if not warmup:
+        return decay
+    return lambda t: decay(t) * min(1.0, (t + 1) / warmup)
