@@ -217,7 +217,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             seed=seed + 1,
             log_every=max(steps // 10, 1),
             after_step=(lambda s: [f(s) for f in hooks]),
-            on_log=lambda s: {"density": density(model.net)},
+            on_log=lambda s: {"density": density(model.net), "kept": compact_weight_fraction(model.net)},
             description=f"{task_name}/{name}",
         )
         return history, time.perf_counter() - start
@@ -242,6 +242,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             "inference_ms": inference_ms(small),
             "train_seconds": seconds,
             "final_loss": history[-1]["loss"],
+            "history": history,
         }
         print(
             f"  {name:10s} PSNR {results[name]['psnr']:.2f}  SSIM {results[name]['ssim']:.3f}  "
@@ -388,7 +389,7 @@ def seed_mean(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     numeric = [k for k, v in trained[0].items() if isinstance(v, int | float)]
     mean: dict[str, Any] = {k: statistics.fmean(r[k] for r in trained) for k in numeric}
     mean["seeds"] = {
-        str(s): {k: r.get(k) for k in ("psnr", "val_psnr", "density", "kept")}
+        str(s): {k: r.get(k) for k in ("psnr", "val_psnr", "density", "kept", "history")}
         for s, r in zip(seeds, runs, strict=True)
     }
     mean["diverged_seeds"] = [s for s, r in zip(seeds, runs, strict=True) if "psnr" not in r]

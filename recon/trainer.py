@@ -397,6 +397,8 @@ class Trainer:
         if self.config.optimizer in SPARSE and isinstance(self.model.net, GraphNet):
             report = channel_report(self.model.net)
             entry.update(density=report["density"], active_channels=report["active_channels"])
+            if self.control is not None and self.config.density_measure != "weights":
+                entry["controlled"] = self.control.measure(self.model.net)  # what λ control holds
         if (step % self.config.val_every == 0 or step == self.config.steps) and self.val_images:
             entry["val_psnr"] = evaluate(self.deployed(), self.task, self.val_images, device=self.device)[
                 "psnr"
@@ -487,13 +489,15 @@ def plot_history(history: list[dict[str, Any]], path: Path, title: str) -> None:
 
     keys = [k for k in ("loss", "val_psnr", "density") if any(k in h for h in history)]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.3), squeeze=False)
+    titles = {"loss": "training loss", "val_psnr": "validation PSNR (dB)", "density": "weight density"}
     for ax, key in zip(axes[0], keys, strict=True):
-        points = [(h["step"], h[key]) for h in history if key in h]
-        ax.plot(*zip(*points, strict=True), lw=1.5)
-        ax.set_title(
-            {"loss": "training loss", "val_psnr": "validation PSNR (dB)", "density": "weight density"}[key],
-            fontsize=10,
-        )
+        for curve in (key, "controlled") if key == "density" else (key,):
+            points = [(h["step"], h[curve]) for h in history if curve in h]
+            if points:
+                ax.plot(*zip(*points, strict=True), lw=1.5, label={"density": "non-zero"}.get(curve, curve))
+        if key == "density" and any("controlled" in h for h in history):
+            ax.legend(fontsize=8)  # non-zero weights, and the measure λ control holds at the target
+        ax.set_title(titles[key], fontsize=10)
         ax.set_xlabel("step")
         if key == "loss":
             ax.set_yscale("log")
