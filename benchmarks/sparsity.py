@@ -237,6 +237,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             "active_channels": report["active_channels"],
             "total_channels": report["total_channels"],
             "open_gates": report["active_gates"],
+            "layer_channels": {conv: c["active"] for conv, c in report["convs"].items()},
             "flops": flops(small.spec, EVAL_SIZE),
             "params_nonzero": int(sum(int(torch.count_nonzero(p)) for p in net.parameters())),
             "inference_ms": inference_ms(small),
@@ -389,7 +390,7 @@ def seed_mean(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     numeric = [k for k, v in trained[0].items() if isinstance(v, int | float)]
     mean: dict[str, Any] = {k: statistics.fmean(r[k] for r in trained) for k in numeric}
     mean["seeds"] = {
-        str(s): {k: r.get(k) for k in ("psnr", "val_psnr", "density", "kept", "history")}
+        str(s): {k: r.get(k) for k in ("psnr", "val_psnr", "density", "kept", "layer_channels", "history")}
         for s, r in zip(seeds, runs, strict=True)
     }
     mean["diverged_seeds"] = [s for s, r in zip(seeds, runs, strict=True) if "psnr" not in r]
