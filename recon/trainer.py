@@ -15,7 +15,8 @@ same keys, and ``key=value`` overrides). The output folder gets
 Sparse runs (``optimizer`` = adabreg / linbreg / proxsgd) start from a sparse super-network and use
 λ control toward ``target_density``; ``adam`` trains the dense network as the baseline. Every run's
 learning rates decay on a cosine to 5% of their start (``lr_schedule = "constant"`` keeps them),
-after a linear warm-up over the first ``warmup`` steps.
+after a linear warm-up over the first ``warmup`` steps (none in the recipes: their dense twins in
+BENCHMARKS.md add ``--set warmup=100``).
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ class TrainConfig:
     optimizer: str = "adabreg"
     lr: float = 1e-3
     lr_schedule: str = "cosine"
-    warmup: int = 0  # steps of linear learning-rate warm-up
+    # steps of linear learning-rate warm-up: the dense (adam) runs need it (one died in its first 10
+    # steps without), the sparse starts must not have it (it delayed their first gates until a
+    # shrinking global residual had absorbed the signal, and a denoiser never learned): BENCHMARKS.md
+    warmup: int = 0
     lam: float = 0.05
     target_density: float | None = 0.12
     density_measure: str = "weights"  # what target_density bounds: see DENSITY_MEASURES
@@ -109,7 +113,6 @@ _COMMON = {
     "network_params": {"widths": [16, 32, 64], "blocks": 1},
     "optimizer": "adabreg",
     "lr": 1e-3,
-    "warmup": 100,  # a dense unrolled run without it died in its first 10 steps (BENCHMARKS.md)
     "lam": 0.05,
     "steps": 3000,
     "batch": 8,
