@@ -84,6 +84,7 @@ def supernet(
     probe: torch.Tensor,
     init: str = "measurement",
     start: float = 0.01,
+    open_gates: tuple[str, ...] = (),
 ) -> Reconstructor:
     """The U-Net super-network as a reconstructor: dense (all gates open) or sparse (a fraction
     ``start`` of the channels on, gates closed but the global residual's)."""
@@ -97,7 +98,7 @@ def supernet(
             density=start,
             grouping="channel",
             keep_dense=("convs.head.",),
-            open_gates=(GLOBAL_RESIDUAL,),
+            open_gates=(GLOBAL_RESIDUAL, *(f"gates.{g}" for g in open_gates)),
             generator=g,
         )
     normalize_activations_(net, probe)
@@ -238,6 +239,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             "total_channels": report["total_channels"],
             "open_gates": report["active_gates"],
             "layer_channels": {conv: c["active"] for conv, c in report["convs"].items()},
+            "gates": report["gates"],
             "flops": flops(small.spec, EVAL_SIZE),
             "params_nonzero": int(sum(int(torch.count_nonzero(p)) for p in net.parameters())),
             "inference_ms": inference_ms(small),
@@ -313,7 +315,9 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     targets = [float(t) for t in args.targets.split(",")]
 
     def train_bregman(name: str, target: float, lr: float, label: str, seed: int) -> None:
-        model = supernet(widths, dense=False, seed=seed, probe=probe, init=task.init, start=args.sparse_start)
+        model = supernet(
+            widths, False, seed, probe, task.init, start=args.sparse_start, open_gates=args.open_gates
+        )
         lam = args.linbreg_lam if name == "linbreg" else args.lam
         if name == "linbreg":
             opt = LinBreg(bregman_groups(model.net, lam, lr), momentum=0.9)
@@ -390,7 +394,9 @@ def seed_mean(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     numeric = [k for k, v in trained[0].items() if isinstance(v, int | float)]
     mean: dict[str, Any] = {k: statistics.fmean(r[k] for r in trained) for k in numeric}
     mean["seeds"] = {
-        str(s): {k: r.get(k) for k in ("psnr", "val_psnr", "density", "kept", "layer_channels", "history")}
+        str(s): {
+            k: r.get(k) for k in ("psnr", "val_psnr", "density", "kept", "layer_channels", "gates", "history")
+        }
         for s, r in zip(seeds, runs, strict=True)
     }
     mean["diverged_seeds"] = [s for s, r in zip(seeds, runs, strict=True) if "psnr" not in r]
@@ -471,6 +477,13 @@ def main() -> None:
         choices=tuple(MEASURES),
         default="weights",
         help="what --targets bound: non-zero weights, or the compacted network's weights or FLOPs",
+    )
+    parser.add_argument(
+        "--open-gates",
+        dest="open_gates",
+        type=lambda text: tuple(g for g in text.split(",") if g),
+        default=(),
+        help="gates the sparse starts open beside the global residual (e.g. skip0,skip1)",
     )
     parser.add_argument("--json")
     args = parser.parse_args()
