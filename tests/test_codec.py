@@ -9,10 +9,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recon.codec import CodecModel, CodecNet, Quality, compress, decompress, load_codec, psnr, save_codec
+from recon.codec import codec as codec_module
 from recon.codec.entropy import (
     CHUNK,
     PRIOR_WEIGHT,
@@ -26,7 +28,7 @@ from recon.codec.entropy import (
     tokenize,
     untokenize,
 )
-from recon.codec.network import ACTIVATION_LIMIT, FW, exact_conv
+from recon.codec.network import ACTIVATION_LIMIT, FW, FixedPointConv, exact_conv
 from recon.codec.training import prune_latents
 from recon.errors import InputError
 from tests.conftest import CUDA
@@ -123,6 +125,50 @@ def test_fixed_point_convolution_is_exact_integer_arithmetic(channels, a_bits, w
                 )
     limit = int(ACTIVATION_LIMIT)
     assert np.array_equal(out[0].long().numpy(), np.clip(np.floor_divide(ref, 1 << FW), -limit, limit))
+
+
+@pytest.mark.parametrize(("a_bits", "w_bits"), [(8, 8), (15, 13), (24, 16)])  # the three paths
+def test_upsampling_folded_into_the_convolution_is_exact(a_bits, w_bits):
+    g = torch.Generator().manual_seed(1)
+    a = torch.randint(-(1 << a_bits), 1 << a_bits, (2, 5, 4, 7), generator=g).double()
+    w = torch.randint(-(1 << w_bits), 1 << w_bits, (3, 5, 3, 3), generator=g).double()
+    b = torch.randint(-(1 << 20), 1 << 20, (3,), generator=g).double()
+    folded = FixedPointConv(w, b, upsample=True)(a).double()
+    assert folded.shape == (2, 3, 8, 14)
+    assert torch.equal(folded, exact_conv(F.interpolate(a, scale_factor=2, mode="nearest"), w, b))
+
+
+def test_latent_candidate_budget_extrapolates_the_passes_coded_so_far():
+    reference = {0: 50, 1: 100, 2: 100, 3: 100}  # the reference's bits per pass (depth 0: passes 1-3)
+    budget = codec_module._Budget(reference, depth=0, limit=306.0)
+    budget(-1, 300)  # latents alone within the limit: nothing to compare yet
+    budget(0, 301)  # the anchors: still nothing
+    with pytest.raises(codec_module._OverBudget):
+        budget(1, 401)  # pass 1 as dear as the reference's: 401 + 0.98 · 200 > 306
+    cheap = codec_module._Budget(reference, depth=0, limit=306.0)
+    cheap(-1, 100)
+    cheap(1, 130)  # pass 1 cost 30 of the reference's 100: 130 + (0.3 - 0.02) · 200 = 186
+    cheap(2, 160)  # 160 + 0.28 · 100 = 188
+    with pytest.raises(codec_module._OverBudget):
+        codec_module._Budget(reference, depth=0, limit=306.0)(-1, 307)
+
+
+def test_default_encoder_writes_the_same_file_without_the_latent_budget(model, monkeypatch):
+    x = np.random.default_rng(3).integers(0, 4096, (37, 45)).astype(np.uint16)
+    stopped = []
+
+    def spy(self, k, written):
+        try:
+            unbounded(self, k, written)
+        except codec_module._OverBudget:
+            stopped.append(k)
+            raise
+
+    unbounded = codec_module._Budget.__call__
+    monkeypatch.setattr(codec_module._Budget, "__call__", spy)
+    with_budget = compress(x, model)
+    monkeypatch.setattr(codec_module._Budget, "__call__", lambda self, k, written: None)
+    assert stopped and compress(x, model) == with_budget
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -466,7 +512,7 @@ def test_latent_candidates_are_written_when_smaller_and_skipped_when_far_behind(
     assert head.latents and len(data) < len(compress(predicted, bundled, fast=True))
     assert np.array_equal(decompress(data, bundled), predicted)
     tried, code = [], _Slice._code
-    monkeypatch.setattr(_Slice, "_code", lambda self, *a: tried.append(a) or code(self, *a))
+    monkeypatch.setattr(_Slice, "_code", lambda self, *a: tried.append(a[:4]) or code(self, *a))
     data = compress(x, bundled)  # noise on a sinusoid: the latents do not pay
     assert [depth for _, depth, latents, _ in tried if latents] == [3]  # depths 0-2 were not coded
     assert len(data) == len(compress(x, bundled, fast=True))

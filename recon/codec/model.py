@@ -142,7 +142,7 @@ class CodecModel:
             meta,
         )
 
-    @property
+    @cached_property
     def synthesis(self) -> IntegerSynthesis:
         return IntegerSynthesis(self.weights, self.biases)
 

@@ -101,24 +101,79 @@ def _pieces(t: Tensor, bits: int) -> tuple[Tensor, Tensor]:
 
 
 def exact_conv(a: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    r"""One fixed-point 3×3 convolution, ``floor((a * W + B) / 2^FW)`` clamped, computed exactly.
+    r"""One fixed-point 3×3 convolution, ``floor((a * W + B) / 2^FW)`` clamped, computed exactly
+    (float64 result; :class:`IntegerSynthesis` uses :class:`FixedPointConv`, the same arithmetic
+    with its weights prepared once)."""
+    return FixedPointConv(weight, bias)(a).double()
+
+
+def _fold_upsampling(weight: Tensor) -> Tensor:
+    r"""Weights ``(4·O, C, 3, 3)`` of "×2 nearest upsampling, then the 3×3 ``weight``" as one 3×3
+    convolution of the low-resolution input, output phase :math:`(p_i, p_j)` in channel
+    :math:`4o + 2p_i + p_j` (the order :func:`torch.nn.functional.pixel_shuffle` reads). Output row
+    :math:`2i + p` reads upsampled rows :math:`2i+p-1, 2i+p, 2i+p+1`, i.e. input rows
+    :math:`i-1, i, i` (:math:`p = 0`) or :math:`i, i, i+1` (:math:`p = 1`): the taps that land on the
+    same input row are summed. Integer weights stay integers (at most 4× larger)."""
+    rows = weight.new_zeros((2, 3, 3))  # [phase, low-res tap, high-res tap]
+    rows[0, 0, 0] = rows[0, 1, 1] = rows[0, 1, 2] = 1
+    rows[1, 1, 0] = rows[1, 1, 1] = rows[1, 2, 2] = 1
+    folded = torch.einsum("pak,qbl,ockl->opqcab", rows, rows, weight)
+    return folded.reshape(-1, weight.shape[1], 3, 3)
+
+
+class FixedPointConv:
+    r"""``floor((a * W + B) / 2^FW)`` clamped to :data:`ACTIVATION_LIMIT`, exact, for integer-valued
+    float32 activations ``a`` (the result is one too). ``upsample``: ``a`` is first upsampled ×2
+    (nearest), folded into the weights (:func:`_fold_upsampling`; a quarter of the pixels at 4× the
+    channels, which oneDNN runs faster than a thin convolution of the large image).
 
     float32 holds every integer below :math:`2^{24}`, so a float32 convolution of integers is exact
     (in any summation order) when every output's :math:`\sum |a|\,|W|` stays below that. Cheapest
-    first: (1) one float32 convolution, when a convolution of the magnitudes shows the sums below
-    :math:`2^{23}` (a margin for that check's own rounding; typical activations pass); (2) ``a`` and
-    ``W`` split into 8- and 7-bit pieces, four float32 piece convolutions recombined in float64,
-    when the pieces' bounds and the fan-in allow; (3) one float64 convolution (exact below
-    :math:`2^{53}`)."""
-    a32, w32 = a.float(), weight.float()
-    if float(F.conv2d(a32.abs(), w32.abs(), padding=1).max()) < FLOAT32_EXACT / 2:
-        acc = F.conv2d(a32, w32, padding=1).double()
-    else:
-        acc = _split_conv(a, weight)
-    acc = acc + bias.view(1, -1, 1, 1)
-    if float(acc.abs().max()) >= EXACT_LIMIT:
-        raise InputError("fixed-point overflow in the codec's synthesis (input far outside its range)")
-    return torch.floor(acc / (1 << FW)).clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+    first: (1) one float32 convolution, when :math:`\sum_c \max|a_c| \max_o \sum_k |W_{oc,k}|`
+    (no convolution needed) or else a convolution of the magnitudes shows the sums below
+    :math:`2^{23}` (a margin for that check's own rounding); (2) ``a`` and ``W`` split into 8- and
+    7-bit pieces, four float32 piece convolutions recombined in float64, when the pieces' bounds and
+    the fan-in allow; (3) one float64 convolution (exact below :math:`2^{53}`)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor, upsample: bool = False):
+        weight = weight.double()
+        if upsample:
+            weight, bias = _fold_upsampling(weight), bias.repeat_interleave(4)
+        self.upsample = upsample
+        self.weight, self.bias = weight, bias.double()
+        self.weight32, self.magnitude32 = weight.float(), weight.abs().float()
+        self.channel_bound = weight.abs().sum((2, 3)).amax(0)  # (C,): max over outputs of Σ_k |W|
+        self.small_bias = bool(self.bias.abs().max() < FLOAT32_EXACT / 2)
+
+    def to(self, device: torch.device) -> FixedPointConv:
+        for name in ("weight", "bias", "weight32", "magnitude32", "channel_bound"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def _float32_is_exact(self, a: Tensor) -> bool:
+        peak = torch.maximum(a.amax((0, 2, 3)), -a.amin((0, 2, 3))).double()
+        if float(peak @ self.channel_bound) < FLOAT32_EXACT / 2:
+            return True
+        return float(F.conv2d(a.abs(), self.magnitude32, padding=1).max()) < FLOAT32_EXACT / 2
+
+    def __call__(self, a: Tensor) -> Tensor:
+        a32 = a if a.dtype == torch.float32 else a.float()  # rounds only where (1) is not taken
+        if self._float32_is_exact(a32):
+            acc = F.conv2d(a32, self.weight32, padding=1)
+            if self.small_bias:  # |acc| + |B| < 2^24: the sum and the floor stay exact in float32
+                out = torch.floor((acc + self.bias.float().view(1, -1, 1, 1)) / (1 << FW))
+                return self._finish(out)
+            acc = acc.double()
+        else:
+            acc = _split_conv(a.double(), self.weight)
+        acc = acc + self.bias.view(1, -1, 1, 1)
+        if float(acc.abs().max()) >= EXACT_LIMIT:
+            raise InputError("fixed-point overflow in the codec's synthesis (input far outside its range)")
+        return self._finish(torch.floor(acc / (1 << FW)).float())
+
+    def _finish(self, out: Tensor) -> Tensor:
+        out = out.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+        return F.pixel_shuffle(out, 2) if self.upsample else out
 
 
 def _split_conv(a: Tensor, weight: Tensor) -> Tensor:
@@ -153,11 +208,14 @@ def _no_tf32():
 
 
 class IntegerSynthesis:
-    """:math:`g_s` with integer weights, evaluated exactly (see the module docstring)."""
+    """:math:`g_s` with integer weights, evaluated exactly (see the module docstring); the layers'
+    weights are prepared once per device."""
 
     def __init__(self, weights: list[Tensor], biases: list[Tensor]):
-        self.weights = [w.to(torch.float64) for w in weights]
-        self.biases = [b.to(torch.float64) for b in biases]
+        self.layers = [
+            FixedPointConv(w, b, upsample=i > 0) for i, (w, b) in enumerate(zip(weights, biases, strict=True))
+        ]
+        self._device = torch.device("cpu")
 
     @staticmethod
     def from_float(net: CodecNet) -> tuple[list[Tensor], list[Tensor]]:
@@ -170,14 +228,13 @@ class IntegerSynthesis:
         return weights, biases
 
     def __call__(self, q: Tensor) -> tuple[Tensor, Tensor]:
-        """Integer latents ``(1, C, h, w)`` → fixed-point (prediction, log scale), ·2^FA, float64."""
-        device = q.device
-        w = [t.to(device) for t in self.weights]
-        b = [t.to(device) for t in self.biases]
+        """Integer latents ``(B, C, h, w)`` → fixed-point (prediction, log scale), ·2^FA, float64."""
+        if q.device != self._device:
+            self.layers = [layer.to(q.device) for layer in self.layers]
+            self._device = q.device
+        first, second, last = self.layers
         # im2col + GEMM only (no Winograd/FFT algorithms, no TF32): exact for integers
         with torch.backends.cudnn.flags(enabled=False), _no_tf32():
-            a = q.to(torch.float64) * (1 << FA)
-            a = exact_conv(a, w[0], b[0]).clamp_min_(0)
-            a = exact_conv(F.interpolate(a, scale_factor=2, mode="nearest"), w[1], b[1]).clamp_min_(0)
-            out = exact_conv(F.interpolate(a, scale_factor=2, mode="nearest"), w[2], b[2])
+            a = first(q.float() * (1 << FA)).clamp_min_(0)
+            out = last(second(a).clamp_min_(0)).double()
         return out[:, :1], out[:, 1:]
