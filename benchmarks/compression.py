@@ -90,7 +90,7 @@ def lossless_rows(volumes: list[np.ndarray], model) -> dict[str, dict[str, float
     rows: dict[str, dict[str, float]] = {}
     runs = [("recon", False, images), ("recon --fast", True, images)]
     if len(volumes) < len(images):  # stacks: the adaptive counts carry over from slice to slice
-        runs.append(("recon --fast, volumes", True, volumes))
+        runs += [("recon, volumes", False, volumes), ("recon --fast, volumes", True, volumes)]
     for name, fast, arrays in runs:
         total, seconds = 0, 0.0
         for array in arrays:

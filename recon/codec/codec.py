@@ -15,7 +15,9 @@ A slice ``x`` (integers in ``[0, 2^bits - 1]``) is coded as
 The encoder keeps, per slice, the smallest of: the passes recursed down to a grid of at most 4×4
 anchors without latents (the *reference*: on every held-out image so far the autoencoder's
 prediction does not pay for its latents), and the passes at polyphase depths 3, 2, 1, 0 with the
-latents (the shallower ones only when depth 3 comes within 2% of the reference). Slices
+latents (the shallower ones only when depth 3 comes within 2% of the reference; a latent
+candidate stops as soon as its bits so far show it cannot come that close, see :class:`_Budget`,
+so that trying the autoencoder costs the encoder about its two network passes). Slices
 with few distinct values (at most a quarter of the range, e.g. rescaled or quantised data) may code
 the ranks of their values plus the value list losslessly (histogram packing), when that is smaller
 than the requested coding — lossless or lossy: the held-out T1 slice (123 values spread over
@@ -511,8 +513,8 @@ def compress(
 ) -> bytes:
     """Encode a uint8/uint16 array (2-D, ``(S, H, W)`` or ``(H, W, C)``) into ``.rcz`` bytes; ``kind``
     and ``scale`` are recorded for :mod:`recon.codec.files` (see :mod:`recon.codec.container`).
-    ``fast``: skip the autoencoder and code only the no-latent passes (several times faster; the
-    files decode with the same codec)."""
+    ``fast``: skip the autoencoder and code only the no-latent passes (1.3–2× faster; the files
+    decode with the same codec)."""
     quality = quality or Quality(lossless=True)
     array = np.asarray(array)
     if array.dtype not in (np.uint8, np.uint16):
