@@ -13,8 +13,9 @@ for the rate and straight-through rounding for the prediction (Ballé et al. 201
 
 :class:`IntegerSynthesis` runs :math:`g_s` in fixed point, exactly: weights ``round(w·2^FW)``,
 activations ``round(a·2^FA)`` (both clamped), every product and partial sum an integer that the
-floating-point type holds exactly (float32 convolutions, see :func:`exact_conv`), so the result
-is exact in any summation order on any CPU or GPU; requantised by a floor division by :math:`2^{FW}`.
+floating-point type holds exactly (float32 convolutions, see :class:`FixedPointConv`; each ×2
+nearest upsampling is folded into the convolution after it), so the result is exact in any
+summation order on any CPU or GPU; requantised by a floor division by :math:`2^{FW}`.
 Encoder and decoder therefore compute bit-identical predictions and contexts, which
 the lossless residual depends on. (Integer convolutions are not available in torch on CPU; exact
 integer arithmetic inside float convolutions is the portable way to get them.)
@@ -141,12 +142,12 @@ class FixedPointConv:
             weight, bias = _fold_upsampling(weight), bias.repeat_interleave(4)
         self.upsample = upsample
         self.weight, self.bias = weight, bias.double()
-        self.weight32, self.magnitude32 = weight.float(), weight.abs().float()
+        self.weight32, self.magnitude32, self.bias32 = weight.float(), weight.abs().float(), bias.float()
         self.channel_bound = weight.abs().sum((2, 3)).amax(0)  # (C,): max over outputs of Σ_k |W|
         self.small_bias = bool(self.bias.abs().max() < FLOAT32_EXACT / 2)
 
     def to(self, device: torch.device) -> FixedPointConv:
-        for name in ("weight", "bias", "weight32", "magnitude32", "channel_bound"):
+        for name in ("weight", "bias", "weight32", "magnitude32", "bias32", "channel_bound"):
             setattr(self, name, getattr(self, name).to(device))
         return self
 
@@ -161,18 +162,18 @@ class FixedPointConv:
         if self._float32_is_exact(a32):
             acc = F.conv2d(a32, self.weight32, padding=1)
             if self.small_bias:  # |acc| + |B| < 2^24: the sum and the floor stay exact in float32
-                out = torch.floor((acc + self.bias.float().view(1, -1, 1, 1)) / (1 << FW))
-                return self._finish(out)
+                return self._finish(torch.floor((acc + self.bias32.view(1, -1, 1, 1)) / (1 << FW)))
             acc = acc.double()
         else:
             acc = _split_conv(a.double(), self.weight)
         acc = acc + self.bias.view(1, -1, 1, 1)
         if float(acc.abs().max()) >= EXACT_LIMIT:
             raise InputError("fixed-point overflow in the codec's synthesis (input far outside its range)")
-        return self._finish(torch.floor(acc / (1 << FW)).float())
+        return self._finish(torch.floor(acc / (1 << FW)))
 
     def _finish(self, out: Tensor) -> Tensor:
-        out = out.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT)
+        """Clamped (then exact in float32) and, after upsampling, the phases back in place."""
+        out = out.clamp_(-ACTIVATION_LIMIT, ACTIVATION_LIMIT).float()
         return F.pixel_shuffle(out, 2) if self.upsample else out
 
 
