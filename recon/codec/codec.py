@@ -300,8 +300,8 @@ class _Slice:
         (the reference does when δ was chosen for it). The latent candidates are tried deepest
         first; the shallower ones only when the deepest comes within :data:`LATENT_MARGIN` of the
         reference (on every held-out image so far it was 7–80% larger, so most slices skip them).
-        A latent candidate stops as soon as it cannot come within the margin any more
-        (:class:`_Budget`); its file would not have been kept, so the output is the same."""
+        A latent candidate stops as soon as its bits so far show it cannot come within the margin
+        (:class:`_Budget`, an estimate that did not change a file on any held-out image)."""
         if delta == LATENT_ONLY:
             return self._code(LATENT_ONLY, 0, True, 0)
         reference_bits: dict[int, int] = {}
@@ -312,8 +312,10 @@ class _Slice:
         for depth in DEPTHS[::-1]:
             try:
                 coded = self._code(delta, depth, True, halving, _Budget(reference_bits, depth, limit))
-            except _OverBudget:
-                break
+            except _OverBudget:  # not within the margin: at depth 3 the shallower ones are not tried
+                if depth == DEPTHS[-1]:
+                    break
+                continue
             if min_psnr is None or psnr(self.x, coded.recon, self.levels) >= min_psnr:
                 best = min(best, coded, key=lambda c: len(c.payload))
             if depth == DEPTHS[-1] and len(coded.payload) > (1 + LATENT_MARGIN) * len(best.payload):
