@@ -52,7 +52,6 @@ def dense_twin(net: GraphNet, config: dict[str, Any]) -> GraphNet:
     if config.get("network") != "gated-unet":
         raise SystemExit(f"only gated-unet models can be rebuilt, got {config.get('network')!r}")
     params = dict(config.get("network_params", {}))
-    params["widths"] = tuple(params.get("widths", (32, 64, 128)))
     stem, head = net.convs["stem"], net.convs["head"]
     return GraphNet(gated_unet(stem.in_channels, head.out_channels, **params)).eval()
 

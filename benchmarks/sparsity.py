@@ -415,11 +415,10 @@ def nonzero_weights(net: GraphNet) -> int:
 def per_seed(result: dict[str, Any]) -> str:
     """``30.28*/29.78/div.``: each seed's test PSNR (``*``: the seed with the best validation PSNR,
     the one a user would keep), or nothing for a single-seed run."""
-    runs = list(result.get("seeds", {}).values())
-    trained = [r for r in runs if r.get("psnr") is not None]
-    best = max(trained, key=lambda r: r["val_psnr"]) if trained else None
+    best = str(result.get("best_seed", {}).get("seed"))  # from seed_mean
     return "/".join(
-        f"{r['psnr']:.2f}{'*' if r is best else ''}" if r.get("psnr") is not None else "div." for r in runs
+        f"{r['psnr']:.2f}{'*' if seed == best else ''}" if r.get("psnr") is not None else "div."
+        for seed, r in result.get("seeds", {}).items()
     )
 
 

@@ -304,8 +304,9 @@ class _Slice:
         (:class:`_Budget`, an estimate that did not change a file on any held-out image)."""
         if delta == LATENT_ONLY:
             return self._code(LATENT_ONLY, 0, True, 0)
-        reference_bits: dict[int, int] = {}
-        best = self._code(delta, _full_depth(self.x.shape), False, halving, _record(reference_bits))
+        reference_bits: dict[int, int] = {}  # per pass, for the latent candidates' budget
+        record = None if self.fast else _record(reference_bits)
+        best = self._code(delta, _full_depth(self.x.shape), False, halving, record)
         if self.fast:
             return best
         limit = (1 + LATENT_MARGIN) * 8 * len(best.payload)
