@@ -9,9 +9,10 @@ Images never used in training: the packaged MR test subjects (dipy ``S0_10``: 10
 - lossless bits per pixel (from the bytes written) for recon, PNG (level 9), zlib (level 9),
   JPEG-XL lossless, JPEG 2000 reversible, JPEG-LS (imagecodecs), every slice on its own; targets:
   recon ≤ 0.85 × PNG and ≤ JPEG-XL on the MR slices; and recon with each MR volume in one file;
-- lossy: recon's operating points (latent-only, near-lossless δ, and rate targets ``--bpp B``
-  coded by the ``--fast`` encoder) against JPEG 2000 and JPEG at the same bpp (each peer's quality
-  bisected per image to the largest setting within recon's bpp);
+- lossy: recon's operating points (latent-only, near-lossless δ, rate targets ``--bpp B`` and
+  quality targets ``--psnr P``, the targets coded by the ``--fast`` encoder, which picks per slice
+  between the polyphase passes and the wavelet transform path) against JPEG 2000 and JPEG at the
+  same bpp (each peer's quality bisected per image to the largest setting within recon's bpp);
   target: PSNR above JPEG 2000;
 - encode + decode speed in Mpixel/s, best of three runs per image and codec (target ≥ 1 for recon
   on the CPU), for the default encoder
@@ -133,6 +134,8 @@ def _match_rate(encode, decode, image: np.ndarray, budget_bytes: float, low: flo
 def _label(quality: Quality) -> str:
     if quality.latent_only:
         return "latent only"
+    if quality.psnr is not None:
+        return f"psnr>={quality.psnr:g}"
     return f"delta={quality.delta}" if quality.delta is not None else f"bpp<={quality.bpp}"
 
 
@@ -151,7 +154,7 @@ def lossy_rows(images: list[np.ndarray], model, points: list[Quality]) -> list[d
         pixels = sum(im.size for im in images)
         peer_bits = {"JPEG 2000": 0.0, "JPEG": 0.0}
         for image in images:
-            data = compress(image, model, quality, fast=quality.bpp is not None)
+            data = compress(image, model, quality, fast=quality.bpp is not None or quality.psnr is not None)
             r["recon_bpp"] += 8 * len(data) / pixels
             errors["recon"].append(_mse(image, decompress(data, model)))
             for name, (encode, decode), span in (("JPEG 2000", j2k, (15, 100)), ("JPEG", jpeg, (1, 100))):
@@ -170,6 +173,9 @@ def main() -> None:
     parser.add_argument("--model", help="codec model (default: the bundled one)")
     parser.add_argument("--deltas", default="1,3,8,20", help="near-lossless points (error bound)")
     parser.add_argument("--rates", default="0.5,1,2,3", help="rate-target points, bits per pixel")
+    parser.add_argument("--psnrs", default="35,40,45", help="quality-target points, dB")
+    parser.add_argument("--groups", default="", help="only these groups (comma-separated prefixes: MR,photo)")
+    parser.add_argument("--lossy-only", action="store_true", help="skip the lossless rows (and speeds)")
     parser.add_argument("--json")
     args = parser.parse_args()
     model = load_codec(args.model) if args.model else default_codec()
@@ -183,15 +189,19 @@ def main() -> None:
         "codec": {"identity": model.identity.hex(), **model.meta},
         "groups": {},
     }
-    points = [Quality(latent_only=True)] + [Quality(delta=int(d)) for d in args.deltas.split(",")]
-    points += [Quality(bpp=float(b)) for b in args.rates.split(",")]
+    points = [Quality(latent_only=True)] + [Quality(delta=int(d)) for d in args.deltas.split(",") if d]
+    points += [Quality(bpp=float(b)) for b in args.rates.split(",") if b]
+    points += [Quality(psnr=float(p)) for p in args.psnrs.split(",") if p]
     for group, volumes in held_out().items():
+        if args.groups and not any(group.startswith(g) for g in args.groups.split(",")):
+            continue
         images = [im for volume in volumes for im in volume]
         pixels = sum(im.size for im in images)
         print(f"{group}: {len(images)} images, {pixels / 1e6:.2f} Mpixel", flush=True)
-        lossless = lossless_rows(volumes, model)
-        ref = lossless["recon"]["bpp"]
-        print(f"  {'lossless':20s} {'bpp':>7} {'recon/x':>8} {'Mpix/s':>8}")
+        lossless = {} if args.lossy_only else lossless_rows(volumes, model)
+        if lossless:
+            ref = lossless["recon"]["bpp"]
+            print(f"  {'lossless':20s} {'bpp':>7} {'recon/x':>8} {'Mpix/s':>8}")
         for name, row in lossless.items():
             print(f"  {name:20s} {row['bpp']:7.3f} {ref / row['bpp']:8.3f} {row['mpix_per_s']:8.2f}")
         lossy = lossy_rows(images, model, points)

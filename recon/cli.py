@@ -266,12 +266,15 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 
 
 def cmd_train_codec(args: argparse.Namespace) -> int:
+    import torch
+
     from recon.codec import save_codec
     from recon.codec.training import train_codec
     from recon.files import atomic_output
 
-    if args.steps < 1 or args.latent < 1 or args.lam < 0:
-        raise InputError("--steps and --latent must be positive and --lam non-negative")
+    if args.steps < 1 or args.latent < 1 or args.lam < 0 or args.threads < 1:
+        raise InputError("--steps, --latent and --threads must be positive and --lam non-negative")
+    torch.set_num_threads(args.threads)
     model, history = train_codec(
         steps=args.steps, latent=args.latent, width=args.width, lam=args.lam, seed=args.seed, progress=True
     )
@@ -522,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--lam", type=float, default=0.1, help="group-sparsity strength on latent channels")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: float sums depend on the thread count, so one thread makes the "
+        "result the same bit for bit on every run)",
+    )
     p.set_defaults(run=cmd_train_codec)
 
     datasets = sub.add_parser("datasets", help="build datasets from packaged data").add_subparsers(

@@ -228,6 +228,8 @@ def test_halved_delta_bounds_each_level_and_rate_targets_keep_the_better_choice(
 
     x = _smooth((128, 96), 255, 2).astype(np.uint8)  # levels 0-4: stride 16 is coded at level 4
     monkeypatch.setattr(codec_module, "HALVINGS", (2,))
+    monkeypatch.setattr(codec_module, "_transform_step_for_psnr", lambda part, target: 0)  # polyphase only
+    monkeypatch.setattr(codec_module, "_transform_for_rate", lambda part, budget: None)
     data = compress(x, model, Quality(psnr=32.0), fast=True)
     head, _ = _SliceHeader.read(read_header(data)[1][0], 255)
     error = np.abs(decompress(data, model).astype(np.int64) - x)
@@ -264,8 +266,9 @@ def test_near_lossless_bound_and_rate_target(model):
         Quality(psnr=40.0, bpp=1.0)
 
 
-def test_every_corruption_and_truncation_is_a_clean_error(model):
-    data = compress(_smooth((9, 11), 255).astype(np.uint8), model)
+@pytest.mark.parametrize("quality", [Quality(lossless=True), Quality(psnr=30.0)])  # polyphase, transform
+def test_every_corruption_and_truncation_is_a_clean_error(model, quality):
+    data = compress(_smooth((9, 11), 255).astype(np.uint8), model, quality)
     for position in range(len(data)):
         broken = bytearray(data)
         broken[position] ^= 0x5A
@@ -276,6 +279,39 @@ def test_every_corruption_and_truncation_is_a_clean_error(model):
             decompress(data[:length], model)
     with pytest.raises(InputError):
         decompress(data + b"\0", model)
+
+
+def test_low_rates_are_transform_coded_and_beat_the_polyphase_passes(model, monkeypatch):
+    from recon.codec.codec import _SliceHeader
+    from recon.codec.container import read_header
+
+    x = _smooth((96, 128), 255, 4).astype(np.uint8)
+    data = compress(x, model, Quality(bpp=0.5), fast=True)
+    head, _ = _SliceHeader.read(read_header(data)[1][0], 255)
+    transformed = psnr(x, decompress(data, model), 255)
+    assert head.wavelet and 8 * len(data) / x.size <= 0.5
+    monkeypatch.setattr(codec_module, "_transform_for_rate", lambda part, budget: None)
+    polyphase = compress(x, model, Quality(bpp=0.5), fast=True)
+    assert 8 * len(polyphase) / x.size <= 0.5 and transformed > psnr(x, decompress(polyphase, model), 255) + 1
+    y = decompress(compress(x, model, Quality(psnr=36.0), fast=True), model)
+    assert psnr(x, y, 255) >= 36.0
+
+
+def test_transform_slice_headers_are_validated(model):
+    from recon.codec.codec import _SliceHeader
+    from recon.codec.subbands import max_step
+
+    good = _SliceHeader(640, 0, 0, False, 0, 0, 0, wavelet=True)
+    assert _SliceHeader.read(good.pack(), 255)[0] == good
+    for bad in (
+        _SliceHeader(640, 0, 2, False, 0, 0, 0, wavelet=True),  # a polyphase depth
+        _SliceHeader(640, 0, 0, False, 2, 0, 0, wavelet=True),  # a δ halving
+        _SliceHeader(640, 0, 0, True, 0, 0, 0, wavelet=True),  # latents
+        _SliceHeader(max_step(255) + 1, 0, 0, False, 0, 0, 0, wavelet=True),  # beyond the range
+        _SliceHeader(0, 0, 0, False, 0, 0, 0, wavelet=True),
+    ):
+        with pytest.raises(InputError, match="corrupt"):
+            _SliceHeader.read(bad.pack(), 255)
 
 
 def test_header_fields_are_variable_length_integers(model):

@@ -32,8 +32,12 @@ level); ``psnr=P``: latent-only when that reaches P dB, else the largest δ whos
 reaches P (found by bisection on the reference's reconstructions; a latent candidate is written
 only when it reaches P too); ``bpp=B``: the smallest δ whose *written* slice fits in B bits per
 pixel, latent-only when none does. Under PSNR and rate targets δ may also
-halve every second level towards the coarse grid (:func:`~recon.codec.polyphase.level_delta`); the
-encoder tries both and keeps the smaller file (PSNR) or the higher PSNR (rate).
+halve every second level towards the coarse grid (:func:`~recon.codec.polyphase.level_delta`), and
+the slice may instead be *transform coded* (:mod:`recon.codec.subbands`: a CDF 9/7 wavelet with
+context-coded bands, at the largest step that reaches the PSNR or the smallest that fits the rate);
+the encoder tries them all and keeps the smallest file (PSNR) or the highest PSNR (rate). The
+transform wins at low and middle rates, where coding against interpolations wastes bits (see
+BENCHMARKS.md); it cannot bound every pixel's error, so ``lossless`` and ``delta`` never use it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recon.codec import subbands
 from recon.codec.container import (
     Header,
     container_overhead,
@@ -66,6 +71,8 @@ LATENT_ONLY = 0xFFFFFFFF  # δ value in a slice header that marks a latent-only 
 HALVINGS = (0, 2)  # δ halving periods the encoder tries under PSNR and rate targets (0: none)
 DEPTHS = (0, 1, 2, 3)  # polyphase depths the encoder tries with latents (it keeps the smallest file)
 NO_LATENTS = 0x80  # depth bit: no latents; the passes recurse to a 4×4 anchor grid at mid-grey
+WAVELET = 0x40  # depth bit: transform coded (recon.codec.subbands); δ is then the wavelet step
+STEP_TOLERANCE = 1.01  # transform steps are searched to within 1% (about 0.09 dB)
 MAX_DEPTH = 17
 LATENT_MARGIN = 0.02  # depths 0-2 are tried when depth 3 with latents is within 2% of the reference
 MAX_PALETTE_BITS = 16  # palette values are below 2**16
@@ -75,9 +82,10 @@ TokenSink = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]  # (pass, 
 
 @dataclass(frozen=True)
 class _SliceHeader:
-    """What starts every slice's payload: the polyphase depth (its top bit :data:`NO_LATENTS`) and
-    δ's halving period (a byte each), then varints: δ, the anchor context offset (zig-zag), the
-    predictor flags and the palette size (0: none). 6–9 bytes for a typical slice."""
+    """What starts every slice's payload: the polyphase depth (its top bits :data:`NO_LATENTS` and
+    :data:`WAVELET`) and δ's halving period (a byte each), then varints: δ (a transform-coded
+    slice's step), the anchor context offset (zig-zag), the predictor flags and the palette size
+    (0: none). 6–9 bytes for a typical slice."""
 
     delta: int
     offset: int
@@ -86,9 +94,10 @@ class _SliceHeader:
     halving: int
     flags: int
     palette_size: int
+    wavelet: bool = False
 
     def pack(self) -> bytes:
-        depth = self.depth | (0 if self.latents else NO_LATENTS)
+        depth = self.depth | (0 if self.latents else NO_LATENTS) | (WAVELET if self.wavelet else 0)
         fields = (self.delta, int(zigzag(np.int64(self.offset))), self.flags, self.palette_size)
         return bytes((depth, self.halving)) + b"".join(pack_varint(v) for v in fields)
 
@@ -103,7 +112,14 @@ class _SliceHeader:
         flags, position = read_varint(payload, position, 64)
         palette_size, position = read_varint(payload, position)
         offset = int(unzigzag(np.int64(folded)))
-        latents, depth = not depth & NO_LATENTS, depth & ~NO_LATENTS
+        wavelet, latents = bool(depth & WAVELET), not depth & NO_LATENTS
+        depth &= ~(NO_LATENTS | WAVELET)
+        if wavelet:
+            if latents or depth or halving or offset or flags or palette_size:
+                raise InputError("corrupt codec payload (transform-coded slice with polyphase fields)")
+            if not 1 <= delta <= subbands.max_step(levels):
+                raise InputError(f"corrupt codec payload (wavelet step {delta} for values up to {levels})")
+            return cls(delta, 0, 0, False, 0, 0, 0, wavelet=True), position
         if depth > (DEPTHS[-1] if latents else MAX_DEPTH) or (delta == LATENT_ONLY and not latents):
             raise InputError(f"corrupt codec payload (polyphase depth {depth})")
         if delta != LATENT_ONLY and delta > levels:
@@ -269,6 +285,18 @@ class _Slice:
         if delta == LATENT_ONLY:
             return self.predicted
         return self.passes(delta, _full_depth(self.x.shape), latents=False, halving=halving)[0]
+
+    @cached_property
+    def transform(self) -> subbands.SubbandEncoder:
+        return subbands.SubbandEncoder(self.x, self.levels)
+
+    def encode_transform(self, step: int) -> Coded:
+        """The slice transform coded (:mod:`recon.codec.subbands`) at wavelet ``step``; it leaves the
+        polyphase passes' adaptive counts as they were."""
+        writer = Writer()
+        recon = self.transform.write(step, writer, self.model.wavelet_tables)
+        head = _SliceHeader(step, 0, 0, False, 0, 0, 0, wavelet=True)
+        return Coded(head.pack() + writer.bytes(), self.counts, recon)
 
     def _write_latents(self, writer: Writer) -> None:
         symbols = (self.q[0].to(torch.int64).cpu().numpy() + LATENT_RANGE).reshape(self.q.shape[1], -1)
@@ -456,9 +484,13 @@ def _encode_slice(part: _Slice, quality: Quality, overhead: float = 0.0) -> Code
     if quality.psnr is not None:
         target = quality.psnr
         coded = [part.encode(_largest_delta(part, target, h), target, h) for h in HALVINGS]
+        step = _transform_step_for_psnr(part, target)
+        if step:
+            coded.append(part.encode_transform(step))
         return min(coded, key=lambda c: len(c.payload))
     budget = quality.bpp * part.x.size / 8 - overhead
-    best: tuple[float, Coded] | None = None
+    transformed = _transform_for_rate(part, budget)
+    best = None if transformed is None else (psnr(part.x, transformed.recon, part.levels), transformed)
     for halving in HALVINGS:
         fitting = {part.levels: part.encode(part.levels, halving=halving)}  # δ → coded, within budget
         if len(fitting[part.levels].payload) > budget:  # even the coarsest does not fit
@@ -477,6 +509,44 @@ def _encode_slice(part: _Slice, quality: Quality, overhead: float = 0.0) -> Code
     if best is not None:
         return best[1]
     return part.encode(part.levels if part.fast else LATENT_ONLY)  # nothing fits: the smallest
+
+
+def _last_good_step(good: Callable[[int], bool], good_step: int, bad_step: int) -> int:
+    """A step between ``good_step`` (``good``) and ``bad_step`` (not), either way round, that is
+    ``good`` and within :data:`STEP_TOLERANCE` (or 1) of the boundary: bisection on the log scale,
+    ``good`` monotone."""
+    while True:
+        low, high = sorted((good_step, bad_step))
+        if high - low <= 1 or high <= STEP_TOLERANCE * low:
+            return good_step
+        mid = min(high - 1, max(low + 1, math.isqrt(low * high)))
+        good_step, bad_step = (mid, bad_step) if good(mid) else (good_step, mid)
+
+
+def _transform_step_for_psnr(part: _Slice, target: float) -> int:
+    """The largest wavelet step (within 1%) whose reconstruction reaches ``target`` dB; 0 if none."""
+
+    def good(step: int) -> bool:
+        return psnr(part.x, part.transform.reconstruction(step), part.levels) >= target
+
+    finest, top = part.transform.smallest_step, subbands.max_step(part.levels)
+    if not good(finest):
+        return 0
+    return top if good(top) else _last_good_step(good, finest, top)
+
+
+def _transform_for_rate(part: _Slice, budget: float) -> Coded | None:
+    """The transform-coded slice at the smallest step (within 1%) that fits ``budget`` bytes."""
+    coded: dict[int, Coded] = {}
+
+    def good(step: int) -> bool:
+        coded[step] = part.encode_transform(step)
+        return len(coded[step].payload) <= budget
+
+    finest, top = part.transform.smallest_step, subbands.max_step(part.levels)
+    if not good(top):
+        return None
+    return coded[finest if good(finest) else _last_good_step(good, top, finest)]
 
 
 def _largest_delta(part: _Slice, target: float, halving: int) -> int:
@@ -564,6 +634,9 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
         head, start = _SliceHeader.read(payload, header.levels)
         reader = Reader(payload[start:])
         shape = (header.height, header.width)
+        if head.wavelet:
+            out[i] = subbands.read(reader, shape, header.levels, head.delta, model.wavelet_tables)
+            continue
         levels = header.levels
         palette = None
         if head.palette_size:

@@ -35,7 +35,8 @@ import numpy as np
 from recon.errors import InputError
 
 MAGIC = b"\x89RCZ"
-VERSION = 3  # 2: adaptive token probabilities, palette as gaps; 3: variable-length header fields
+VERSION = 4  # 2: adaptive token probabilities, palette as gaps; 3: variable-length header fields;
+# 4: transform-coded slices (recon.codec.subbands)
 DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 LAYOUTS = (0, 1, 2)
 MAX_SIDE = 1 << 16

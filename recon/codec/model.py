@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recon.codec import subbands
 from recon.codec.entropy import (
     CHUNK,
     CHUNK_GROWTH,
@@ -106,6 +107,19 @@ def interpolation_tables(counts: np.ndarray | None = None, prior_weight: float =
     return tables
 
 
+def wavelet_tables(counts: np.ndarray | None = None, prior_weight: float = 2000.0) -> np.ndarray:
+    """Token tables ``(subbands.CONTEXTS, TOKENS)`` of the transform path: a Laplace law whose scale
+    grows by √2 per activity class (the low band's differences: scale 8), refined by token counts."""
+    tables = np.zeros((subbands.CONTEXTS, TOKENS), np.int64)
+    for c in range(subbands.CONTEXTS):
+        scale = 8.0 if c == 0 else 0.08 * 2.0 ** (((c - 1) % subbands.CLASSES) / 2)
+        probs = laplace_token_probabilities(scale) * prior_weight
+        if counts is not None:
+            probs = probs + counts[c]
+        tables[c] = quantize_table(probs)
+    return tables
+
+
 @dataclass
 class CodecModel:
     """What encoding and decoding need; ``net`` (float) is used by the encoder's analysis only."""
@@ -116,6 +130,7 @@ class CodecModel:
     latent_tables: np.ndarray
     residual_tables: np.ndarray
     interp_tables: np.ndarray
+    wavelet_tables: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
     def tables(self, number: int) -> np.ndarray:
@@ -129,6 +144,7 @@ class CodecModel:
         net: CodecNet,
         token_counts: np.ndarray | None = None,
         interp_counts: np.ndarray | None = None,
+        wavelet_counts: np.ndarray | None = None,
         **meta: Any,
     ) -> CodecModel:
         weights, biases = IntegerSynthesis.from_float(net)
@@ -139,6 +155,7 @@ class CodecModel:
             latent_tables(net.location.detach(), net.log_scale.detach()),
             residual_tables(token_counts),
             interpolation_tables(interp_counts),
+            wavelet_tables(wavelet_counts),
             meta,
         )
 
@@ -152,6 +169,7 @@ class CodecModel:
         out["latent_tables"] = torch.from_numpy(self.latent_tables.astype(np.int64))
         out["residual_tables"] = torch.from_numpy(self.residual_tables.astype(np.int64))
         out["interp_tables"] = torch.from_numpy(self.interp_tables.astype(np.int64))
+        out["wavelet_tables"] = torch.from_numpy(self.wavelet_tables.astype(np.int64))
         return out
 
     def decoder_config(self) -> dict[str, Any]:
@@ -163,6 +181,7 @@ class CodecModel:
             "context_step": context_step(),
             "latent_range": LATENT_RANGE,
             "adaptive": {"prior_weight": PRIOR_WEIGHT, "chunk": CHUNK, "chunk_growth": CHUNK_GROWTH},
+            "wavelet": subbands.settings(),
         }
 
     @cached_property
@@ -208,6 +227,7 @@ def load_codec(path: str | Path) -> CodecModel:
             tensors["latent_tables"].numpy(),
             tensors["residual_tables"].numpy(),
             tensors["interp_tables"].numpy(),
+            tensors["wavelet_tables"].numpy(),
             document.get("meta", {}),
         )
     except InputError:
@@ -220,6 +240,7 @@ def load_codec(path: str | Path) -> CodecModel:
         model.latent_tables.shape != (net.latent, 2 * LATENT_RANGE + 1)
         or model.residual_tables.shape != (CONTEXTS, TOKENS)
         or model.interp_tables.shape != (3, CONTEXT_CLASSES, TOKENS)
+        or model.wavelet_tables.shape != (subbands.CONTEXTS, TOKENS)
     ):
         raise InputError("codec model tables have the wrong shape", path)
     return model

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from recon.codec import subbands
 from recon.codec.codec import DEPTHS, _full_depth, _Slice
 from recon.codec.entropy import TOKENS
 from recon.codec.model import CONTEXTS, CodecModel
@@ -63,11 +64,18 @@ def prune_latents(net: CodecNet) -> CodecNet:
     return small
 
 
-def token_counts(model: CodecModel, images: list[tuple[np.ndarray, int]]) -> tuple[np.ndarray, np.ndarray]:
-    """Lossless token counts per context on ``images``: anchors ``(CONTEXTS, TOKENS)`` and interpolated
-    passes ``(3, CONTEXT_CLASSES, TOKENS)``."""
+TRANSFORM_STEPS = (1, 2, 4, 8, 16, 32)  # wavelet steps counted, in 1/256 of the intensity range
+
+
+def token_counts(
+    model: CodecModel, images: list[tuple[np.ndarray, int]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token counts per context on ``images``: lossless anchors ``(CONTEXTS, TOKENS)`` and
+    interpolated passes ``(3, CONTEXT_CLASSES, TOKENS)``, and the transform path's
+    ``(subbands.CONTEXTS, TOKENS)`` at the steps of :data:`TRANSFORM_STEPS`."""
     anchors = np.zeros((CONTEXTS, TOKENS))
     interpolated = np.zeros((3, CONTEXT_CLASSES, TOKENS))
+    transform = np.zeros((subbands.CONTEXTS, TOKENS))
 
     def count(k: int, token: np.ndarray, raw: np.ndarray, contexts: np.ndarray) -> None:
         if k == 0:
@@ -75,11 +83,17 @@ def token_counts(model: CodecModel, images: list[tuple[np.ndarray, int]]) -> tup
         else:
             np.add.at(interpolated, ((k - 1) % 3, contexts, token), 1)
 
+    def count_transform(token: np.ndarray, raw: np.ndarray, contexts: np.ndarray) -> None:
+        np.add.at(transform, (contexts, token), 1)
+
     for image, levels in images:  # the encoder's passes, with and without latents, counting tokens
         part = _Slice(model, image, levels)
         part.passes(0, DEPTHS[-1], count)
         part.passes(0, _full_depth(image.shape), count, latents=False)
-    return anchors, interpolated
+        for step in TRANSFORM_STEPS:
+            delta = max(part.transform.smallest_step, (step * (levels + 1) << subbands.FRACTION_BITS) // 256)
+            part.transform.tokens(delta, count_transform)
+    return anchors, interpolated, transform
 
 
 def train_codec(
