@@ -537,16 +537,21 @@ def _transform_step_for_psnr(part: _Slice, target: float) -> int:
 
 def _transform_for_rate(part: _Slice, budget: float) -> Coded | None:
     """The transform-coded slice at the smallest step (within 1%) that fits ``budget`` bytes."""
-    coded: dict[int, Coded] = {}
+    fitting: list[Coded] = []  # the last candidate that fitted
 
     def good(step: int) -> bool:
-        coded[step] = part.encode_transform(step)
-        return len(coded[step].payload) <= budget
+        coded = part.encode_transform(step)
+        if len(coded.payload) > budget:
+            return False
+        fitting[:] = [coded]
+        return True
 
     finest, top = part.transform.smallest_step, subbands.max_step(part.levels)
     if not good(top):
         return None
-    return coded[finest if good(finest) else _last_good_step(good, top, finest)]
+    if not good(finest):
+        _last_good_step(good, top, finest)  # ends on the last step that fitted
+    return fitting[0]
 
 
 def _largest_delta(part: _Slice, target: float, halving: int) -> int:
