@@ -3,8 +3,10 @@
     python benchmarks/compression.py [--model PATH] [--json out.json]
 
 Images never used in training: the packaged MR test subjects (dipy ``S0_10``: 10 slices 128×128,
-12-bit scanner values; dipy ``t1_coronal_slice``: 256×256, stored as 12-bit) and scikit-image's
-``camera`` and ``astronaut`` (grayscale, 8-bit). All codecs run in the same process:
+12-bit scanner values; dipy ``t1_coronal_slice``: 256×256, stored as 12-bit), scikit-image's
+``camera`` and ``astronaut`` (grayscale, 8-bit), and in colour (RGB, 8-bit; bits per sample)
+``astronaut``, ``immunohistochemistry`` and the middle 512×512 of ``retina``. All codecs run in
+the same process:
 
 - lossless bits per pixel (from the bytes written) for recon, PNG (level 9), zlib (level 9),
   JPEG-XL lossless, JPEG 2000 reversible, JPEG-LS (imagecodecs), every slice on its own; targets:
@@ -52,7 +54,18 @@ def held_out() -> dict[str, list[np.ndarray]]:
             slices = np.round(slices / slices.max() * 4095)
         mr.append(slices.astype(np.uint16))
     natural = [data.camera(), np.round(color.rgb2gray(data.astronaut()) * 255).astype(np.uint8)]
-    return {"MR (12-bit)": mr, "photographs (8-bit)": [im[None] for im in natural]}
+    retina = data.retina()
+    middle = (retina.shape[0] - 512) // 2
+    colour = [
+        data.astronaut(),
+        data.immunohistochemistry(),
+        retina[middle : middle + 512, middle : middle + 512],
+    ]
+    return {
+        "MR (12-bit)": mr,
+        "photographs (8-bit)": [im[None] for im in natural],
+        "colour photographs (8-bit RGB, bits per sample)": [im[None] for im in colour],
+    }
 
 
 def peers(bits: int) -> dict[str, tuple[Any, Any]]:

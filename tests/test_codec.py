@@ -266,9 +266,13 @@ def test_near_lossless_bound_and_rate_target(model):
         Quality(psnr=40.0, bpp=1.0)
 
 
-@pytest.mark.parametrize("quality", [Quality(lossless=True), Quality(psnr=30.0)])  # polyphase, transform
-def test_every_corruption_and_truncation_is_a_clean_error(model, quality):
-    data = compress(_smooth((9, 11), 255).astype(np.uint8), model, quality)
+@pytest.mark.parametrize(
+    ("quality", "colour"),
+    [(Quality(lossless=True), False), (Quality(psnr=30.0), False), (Quality(psnr=30.0), True)],
+)  # polyphase, transform, YCoCg planes
+def test_every_corruption_and_truncation_is_a_clean_error(model, quality, colour):
+    image = _colour((6, 7)) if colour else _smooth((9, 11), 255)
+    data = compress(image.astype(np.uint8), model, quality)
     for position in range(len(data)):
         broken = bytearray(data)
         broken[position] ^= 0x5A
@@ -295,6 +299,49 @@ def test_low_rates_are_transform_coded_and_beat_the_polyphase_passes(model, monk
     assert 8 * len(polyphase) / x.size <= 0.5 and transformed > psnr(x, decompress(polyphase, model), 255) + 1
     y = decompress(compress(x, model, Quality(psnr=36.0), fast=True), model)
     assert psnr(x, y, 255) >= 36.0
+
+
+def _colour(shape, seed=0):
+    """An RGB image whose channels share their structure, as photographs' do."""
+    base = _smooth(shape, 200, seed)
+    tint = np.random.default_rng(seed).integers(0, 40, 3)
+    return np.clip(np.stack([base + tint[c] + 8 * (c - 1) * np.sin(base / 30) for c in range(3)], -1), 0, 255)
+
+
+def test_rgb_images_are_coded_as_ycocg_planes_when_that_is_better(model, monkeypatch):
+    from recon.codec.container import read_header
+
+    x = _colour((64, 80)).astype(np.uint8)
+    lossless = compress(x, model, fast=True)
+    assert read_header(lossless)[0].layout == 3 and np.array_equal(decompress(lossless, model), x)
+    channels = b"".join(compress(x[..., c], model, fast=True) for c in range(3))
+    assert len(lossless) < 0.9 * len(channels)
+    budget = 0.5
+    lossy = compress(x, model, Quality(bpp=budget), fast=True)
+    y = decompress(lossy, model)
+    assert read_header(lossy)[0].layout == 3 and y.shape == x.shape and y.dtype == x.dtype
+    assert 8 * len(lossy) <= budget * x.size
+    channels = [compress(x[..., c], model, Quality(bpp=budget), fast=True) for c in range(3)]
+    per_channel = np.stack([decompress(c, model) for c in channels], -1)
+    assert psnr(x, y, 255) > psnr(x, per_channel, 255) + 1
+    assert psnr(x, decompress(compress(x, model, Quality(psnr=38.0), fast=True), model), 255) >= 38.0
+    with monkeypatch.context() as patch:  # the YCoCg file at the coarsest steps: still in range
+        patch.setattr(codec_module, "_better", lambda candidates, *a: candidates[-1])
+        for extreme in (Quality(bpp=0.02), Quality(psnr=12.0)):
+            coarse = compress(x, model, extreme, fast=True)
+            assert read_header(coarse)[0].layout == 3 and decompress(coarse, model).shape == x.shape
+    bounded = compress(x, model, Quality(delta=4), fast=True)  # a δ bound holds per RGB channel
+    assert read_header(bounded)[0].layout == 2
+    assert np.abs(decompress(bounded, model).astype(int) - x).max() <= 4
+
+
+def test_colour_headers_are_validated(model):
+    from recon.codec.container import Header
+
+    with pytest.raises(InputError, match="YCoCg"):
+        Header(np.dtype(np.uint8), 8, 3, 4, 8, 8, model.identity)
+    with pytest.raises(InputError, match="YCoCg"):
+        Header(np.dtype(np.uint16), 16, 3, 3, 8, 8, model.identity)
 
 
 def test_transform_slice_headers_are_validated(model):

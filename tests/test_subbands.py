@@ -99,3 +99,25 @@ def test_error_follows_the_step_and_offsets_lower_it():
         )
         assert errors[-1] <= np.sqrt(np.mean((plain - x) ** 2.0))  # the offsets are fitted by least squares
     assert errors[0] < 1.0 and errors[0] < errors[1] < errors[2] < 16
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    height=st.integers(1, 20),
+    width=st.integers(1, 20),
+    bits=st.sampled_from([1, 8, 12, 15]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_ycocg_r_is_exactly_invertible_and_keeps_its_ranges(height, width, bits, seed):
+    from recon.codec import colour
+
+    maximum = (1 << bits) - 1
+    rgb = np.random.default_rng(seed).integers(0, maximum + 1, size=(height, width, 3))
+    planes = colour.forward(rgb, maximum)
+    for plane, top in zip(planes, colour.plane_maxima(maximum), strict=True):
+        assert plane.min() >= 0 and plane.max() <= top
+    assert np.array_equal(colour.inverse(planes, maximum), rgb)
+    grey = np.repeat(rgb[..., :1], 3, axis=-1)  # R = G = B: no chroma at all
+    assert np.all(colour.forward(grey, maximum)[1] == maximum) and np.all(
+        colour.forward(grey, maximum)[2] == maximum
+    )

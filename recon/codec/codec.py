@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recon.codec import subbands
+from recon.codec import colour, subbands
 from recon.codec.container import (
     Header,
     container_overhead,
@@ -592,29 +592,125 @@ def compress(
     """Encode a uint8/uint16 array (2-D, ``(S, H, W)`` or ``(H, W, C)``) into ``.rcz`` bytes; ``kind``
     and ``scale`` are recorded for :mod:`recon.codec.files` (see :mod:`recon.codec.container`).
     ``fast``: skip the autoencoder and code only the no-latent passes (1.3–2× faster; the files
-    decode with the same codec)."""
+    decode with the same codec). RGB images are also coded as YCoCg-R planes (:mod:`recon.codec.colour`;
+    not under a δ bound, which holds per RGB channel), and the better file is kept: the smaller one
+    (lossless, PSNR target) or the one with the higher PSNR (rate target)."""
     quality = quality or Quality(lossless=True)
     array = np.asarray(array)
     if array.dtype not in (np.uint8, np.uint16):
         raise InputError(f"the codec takes uint8 or uint16 images, got {array.dtype}")
     slices, layout = _slices(array)
     height, width = slices[0].shape
-    header = Header(
-        array.dtype, bit_depth(array), layout, len(slices), height, width, model.identity, kind, scale
-    )
-    payloads, counts = [], AdaptiveContexts(CONTEXT_CLASSES)
-    for x in slices:
-        part = _Slice(model, x, header.levels, fast=fast, counts=counts)
-        coded = _encode_slice(part, quality, container_overhead(len(slices)))
+    bits = bit_depth(array)
+
+    def header(layout: int) -> Header:
+        return Header(array.dtype, bits, layout, len(slices), height, width, model.identity, kind, scale)
+
+    plain = header(layout)
+    data, coded = _code_planes(plain, slices, [plain.levels] * len(slices), model, quality, fast)
+    candidates = [(data, _assemble(coded, plain))]
+    if layout == 2 and len(slices) == 3 and bits <= colour.MAX_BITS and quality.delta is None:
+        ycocg, maxima = header(3), colour.plane_maxima(plain.levels)
+        planes = colour.forward(array, plain.levels)
+        if quality.lossless or quality.latent_only:
+            data, coded = _code_planes(ycocg, planes, list(maxima), model, quality, fast)
+        else:
+            data, coded = _transform_colour(ycocg, planes, model, quality, fast)
+        candidates.append((data, _assemble(coded, ycocg)))
+    return _better(candidates, array, plain.levels, quality)[0]
+
+
+def _better(
+    candidates: list[tuple[bytes, np.ndarray]], x: np.ndarray, levels: int, quality: Quality
+) -> tuple[bytes, np.ndarray]:
+    """The file to keep: under a rate target the best PSNR among those within it, otherwise (or if
+    none fits) the smallest that reaches the PSNR target (every one, without a target)."""
+
+    def score(candidate: tuple[bytes, np.ndarray]) -> tuple[bool, float]:
+        size, quality_db = len(candidate[0]), psnr(x, candidate[1], levels)
+        if quality.bpp is not None:
+            return 8 * size <= quality.bpp * x.size, quality_db if 8 * size <= quality.bpp * x.size else -size
+        reaches = quality.psnr is None or quality_db >= quality.psnr
+        return reaches, -size
+
+    return max(candidates, key=score)
+
+
+def _code_planes(
+    header: Header,
+    planes: list[np.ndarray],
+    maxima: list[int],
+    model: CodecModel,
+    quality: Quality,
+    fast: bool,
+) -> tuple[bytes, list[np.ndarray]]:
+    """The file with every plane coded for ``quality`` on its own (``maxima``: each plane's largest
+    value), and the planes it decodes to."""
+    payloads, decoded, counts = [], [], AdaptiveContexts(CONTEXT_CLASSES)
+    for x, maximum in zip(planes, maxima, strict=True):
+        part = _Slice(model, x, maximum, fast=fast, counts=counts)
+        coded = _encode_slice(part, quality, container_overhead(len(planes)))
+        recon = part.predicted if coded.recon is None else coded.recon
         palette = None if quality.latent_only else np.unique(x)
-        if palette is not None and 4 * palette.size <= header.levels + 1:  # few values: code their ranks
+        if palette is not None and 4 * palette.size <= maximum + 1:  # few values: code their ranks
             # losslessly, whenever that is smaller (then it is also better) than the requested coding
             ranks = np.searchsorted(palette, x)
             packed = _Slice(model, ranks, max(1, palette.size - 1), palette, fast, counts).encode(0)
-            coded = min(coded, packed, key=lambda c: len(c.payload))
+            if len(packed.payload) < len(coded.payload):
+                coded, recon = packed, x
         payloads.append(coded.payload)
+        decoded.append(recon)
         counts = coded.counts.next_slice()
-    return write_container(header, payloads)
+    return write_container(header, payloads), decoded
+
+
+def _transform_colour(
+    header: Header, planes: list[np.ndarray], model: CodecModel, quality: Quality, fast: bool
+) -> tuple[bytes, list[np.ndarray]]:
+    """YCoCg-R planes transform coded together under a PSNR or rate target: one step for the image,
+    each plane's scaled by :data:`~recon.codec.colour.CHROMA_STEP_RATIOS` (equal slope), searched on
+    the RGB PSNR or on the file's total size."""
+    maxima = colour.plane_maxima(header.levels)
+    parts = [_Slice(model, p, m, fast=fast) for p, m in zip(planes, maxima, strict=True)]
+    ratios = colour.CHROMA_STEP_RATIOS
+    finest = max(math.ceil(p.transform.smallest_step / r) for p, r in zip(parts, ratios, strict=True))
+    top = subbands.max_step(maxima[0])
+
+    def steps(step: int) -> list[int]:
+        return [
+            min(subbands.max_step(m), max(p.transform.smallest_step, round(step * r)))
+            for p, m, r in zip(parts, maxima, ratios, strict=True)
+        ]
+
+    def rgb(decoded: list[np.ndarray]) -> np.ndarray:
+        return colour.inverse(decoded, header.levels)
+
+    original = rgb(planes)
+    if quality.psnr is not None:
+
+        def good(step: int) -> bool:
+            decoded = [p.transform.reconstruction(s) for p, s in zip(parts, steps(step), strict=True)]
+            return psnr(original, rgb(decoded), header.levels) >= quality.psnr
+
+        step = finest if not good(finest) else top if good(top) else _last_good_step(good, finest, top)
+        coded = [p.encode_transform(s) for p, s in zip(parts, steps(step), strict=True)]
+    else:
+        budget = quality.bpp * original.size / 8 - len(parts) * container_overhead(len(parts))
+        fitting: list[list[Coded]] = []
+
+        def good(step: int) -> bool:
+            trial = [p.encode_transform(s) for p, s in zip(parts, steps(step), strict=True)]
+            if sum(len(c.payload) for c in trial) > budget:
+                return False
+            fitting[:] = [trial]
+            return True
+
+        if not good(top):
+            fitting[:] = [[p.encode_transform(s) for p, s in zip(parts, steps(top), strict=True)]]
+        elif not good(finest):
+            _last_good_step(good, top, finest)
+        coded = fitting[0]
+    return write_container(header, [c.payload for c in coded]), [c.recon for c in coded]
 
 
 def decompress(data: bytes, model: CodecModel) -> np.ndarray:
@@ -629,38 +725,50 @@ def decompress_with_header(data: bytes, model: CodecModel) -> tuple[np.ndarray, 
         raise InputError(
             f"file was written by codec {header.identity.hex()}, this codec is {model.identity.hex()}"
         )
-    out = np.empty((header.slices, header.height, header.width), dtype=header.dtype)
-    h4, w4 = -(-header.height // 4), -(-header.width // 4)
-    device = _device(model)
-    counts = AdaptiveContexts(CONTEXT_CLASSES)
-    for i, payload in enumerate(payloads):
+    maxima = colour.plane_maxima(header.levels) if header.layout == 3 else [header.levels] * header.slices
+    shape = (header.height, header.width)
+    planes, counts = [], AdaptiveContexts(CONTEXT_CLASSES)
+    for i, (payload, maximum) in enumerate(zip(payloads, maxima, strict=True)):
         if i:
             counts = counts.next_slice()
-        head, start = _SliceHeader.read(payload, header.levels)
-        reader = Reader(payload[start:])
-        shape = (header.height, header.width)
-        if head.wavelet:
-            out[i] = subbands.read(reader, shape, header.levels, head.delta, model.wavelet_tables)
-            continue
-        levels = header.levels
-        palette = None
-        if head.palette_size:
-            palette = _read_palette(reader, head.palette_size)
-            if palette[-1] > header.levels:
-                raise InputError("corrupt codec payload (palette out of range)")
-            levels = max(1, head.palette_size - 1)
-        if head.latents:
-            symbols = np.stack([reader.categorical(h4 * w4, table) for table in model.latent_tables])
-            q = torch.from_numpy(symbols - LATENT_RANGE).reshape(1, -1, h4, w4).to(device)
-            predicted, log_scale = _prediction(model, q, shape, levels)
-            if head.delta == LATENT_ONLY:
-                out[i] = predicted
-                continue
-            anchors = contexts_of(log_scale, head.offset)
-        else:
-            predicted, anchors = _no_latent_prediction(shape, levels)
-        values = _decode_residuals(model, reader, predicted, anchors, levels, head, counts)
-        out[i] = values if palette is None else palette[np.clip(values, 0, head.palette_size - 1)]
+        planes.append(_decode_slice(model, payload, shape, maximum, counts))
+    return _assemble(planes, header).astype(header.dtype), header
+
+
+def _assemble(planes: list[np.ndarray], header: Header) -> np.ndarray:
+    """The decoded planes as the array the file stores (:attr:`Header.shape`)."""
+    if header.layout == 3:
+        return colour.inverse(planes, header.levels)
+    out = np.stack(planes)
     if header.layout == 0:
-        return out[0], header
-    return (out if header.layout == 1 else np.moveaxis(out, 0, -1)), header
+        return out[0]
+    return out if header.layout == 1 else np.moveaxis(out, 0, -1)
+
+
+def _decode_slice(
+    model: CodecModel, payload: bytes, shape: tuple[int, int], maximum: int, counts: AdaptiveContexts
+) -> np.ndarray:
+    """One slice's values (int64, up to ``maximum``); ``counts``: the polyphase passes' adaptive
+    state, updated."""
+    head, start = _SliceHeader.read(payload, maximum)
+    reader = Reader(payload[start:])
+    if head.wavelet:
+        return subbands.read(reader, shape, maximum, head.delta, model.wavelet_tables)
+    levels, palette = maximum, None
+    if head.palette_size:
+        palette = _read_palette(reader, head.palette_size)
+        if palette[-1] > maximum:
+            raise InputError("corrupt codec payload (palette out of range)")
+        levels = max(1, head.palette_size - 1)
+    if head.latents:
+        h4, w4 = -(-shape[0] // 4), -(-shape[1] // 4)
+        symbols = np.stack([reader.categorical(h4 * w4, table) for table in model.latent_tables])
+        q = torch.from_numpy(symbols - LATENT_RANGE).reshape(1, -1, h4, w4).to(_device(model))
+        predicted, log_scale = _prediction(model, q, shape, levels)
+        if head.delta == LATENT_ONLY:
+            return predicted
+        anchors = contexts_of(log_scale, head.offset)
+    else:
+        predicted, anchors = _no_latent_prediction(shape, levels)
+    values = _decode_residuals(model, reader, predicted, anchors, levels, head, counts)
+    return values if palette is None else palette[np.clip(values, 0, head.palette_size - 1)]

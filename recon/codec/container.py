@@ -10,7 +10,8 @@ Layout (little endian; ``varint``: unsigned LEB128, 7 bits per byte, low bits fi
     header CRC-32 u32 (of everything above)
     payloads, back to back
 
-``layout`` says how slices map back to the array: 0 ``(H, W)``, 1 ``(S, H, W)``, 2 ``(H, W, C)``.
+``layout`` says how slices map back to the array: 0 ``(H, W)``, 1 ``(S, H, W)``, 2 ``(H, W, C)``,
+3 ``(H, W, 3)`` stored as the YCoCg-R planes of :mod:`recon.codec.colour`.
 ``scale`` is present for float images (fastMRI h5 targets) that were coded as 16-bit integers:
 the decoded values are ``integers × scale`` in float32. ``kind`` is the file type the data came from,
 so that decoding a folder writes the same kind back.
@@ -32,13 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon.codec.colour import MAX_BITS as COLOUR_MAX_BITS
 from recon.errors import InputError
 
 MAGIC = b"\x89RCZ"
 VERSION = 4  # 2: adaptive token probabilities, palette as gaps; 3: variable-length header fields;
-# 4: transform-coded slices (recon.codec.subbands)
+# 4: transform-coded slices (recon.codec.subbands), YCoCg-R colour planes (layout 3)
 DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-LAYOUTS = (0, 1, 2)
+LAYOUTS = (0, 1, 2, 3)
 MAX_SIDE = 1 << 16
 MAX_PIXELS = 1 << 28  # 256 Mpixel per file
 KINDS = ("npy", "png", "tiff", "dicom", "h5")
@@ -98,6 +100,8 @@ class Header:
             raise InputError(f"absurd size {'×'.join(map(str, sides))} (each side at most {MAX_SIDE})")
         if self.layout == 0 and self.slices != 1:
             raise InputError("2-D layout with several slices")
+        if self.layout == 3 and (self.slices != 3 or self.bits > COLOUR_MAX_BITS):
+            raise InputError(f"YCoCg layout with {self.slices} planes of {self.bits} bits")
         if self.slices * self.height * self.width > MAX_PIXELS:
             raise InputError(
                 f"too large ({self.slices * self.height * self.width} pixels, limit {MAX_PIXELS})"
@@ -113,6 +117,8 @@ class Header:
             return (self.height, self.width)
         if self.layout == 1:
             return (self.slices, self.height, self.width)
+        if self.layout == 3:
+            return (self.height, self.width, 3)
         return (self.height, self.width, self.slices)
 
 
