@@ -484,13 +484,11 @@ def _encode_slice(part: _Slice, quality: Quality, overhead: float = 0.0) -> Code
     if quality.psnr is not None:
         target = quality.psnr
         coded = [part.encode(_largest_delta(part, target, h), target, h) for h in HALVINGS]
-        step = _transform_step_for_psnr(part, target)
-        if step:
-            coded.append(part.encode_transform(step))
+        coded += _transform_coded([part], (1.0,), _single, part.x, part.levels, quality) or []
         return min(coded, key=lambda c: len(c.payload))
     budget = quality.bpp * part.x.size / 8 - overhead
-    transformed = _transform_for_rate(part, budget)
-    best = None if transformed is None else (psnr(part.x, transformed.recon, part.levels), transformed)
+    transformed = _transform_coded([part], (1.0,), _single, part.x, part.levels, quality, budget)
+    best = None if transformed is None else (psnr(part.x, transformed[0].recon, part.levels), transformed[0])
     for halving in HALVINGS:
         fitting = {part.levels: part.encode(part.levels, halving=halving)}  # δ → coded, within budget
         if len(fitting[part.levels].payload) > budget:  # even the coarsest does not fit
@@ -523,34 +521,58 @@ def _last_good_step(good: Callable[[int], bool], good_step: int, bad_step: int) 
         good_step, bad_step = (mid, bad_step) if good(mid) else (good_step, mid)
 
 
-def _transform_step_for_psnr(part: _Slice, target: float) -> int:
-    """The largest wavelet step (within 1%) whose reconstruction reaches ``target`` dB; 0 if none."""
-
-    def good(step: int) -> bool:
-        return psnr(part.x, part.transform.reconstruction(step), part.levels) >= target
-
-    finest, top = part.transform.smallest_step, subbands.max_step(part.levels)
-    if not good(finest):
-        return 0
-    return top if good(top) else _last_good_step(good, finest, top)
+def _single(planes: list[np.ndarray]) -> np.ndarray:
+    return planes[0]
 
 
-def _transform_for_rate(part: _Slice, budget: float) -> Coded | None:
-    """The transform-coded slice at the smallest step (within 1%) that fits ``budget`` bytes."""
-    fitting: list[Coded] = []  # the last candidate that fitted
+def _transform_coded(
+    parts: list[_Slice],
+    ratios: tuple[float, ...],
+    combine: Callable[[list[np.ndarray]], np.ndarray],
+    original: np.ndarray,
+    levels: int,
+    quality: Quality,
+    budget: float = 0.0,
+) -> list[Coded] | None:
+    """``parts`` transform coded at one step, scaled per part by ``ratios`` (a grey slice: one part,
+    ratio 1; colour: the YCoCg-R planes), searched on the log scale to within 1%: under a PSNR target
+    the largest step whose reconstruction (``combine`` of the parts' reconstructions, against
+    ``original``) reaches it, under a rate target the smallest step whose payloads fit ``budget``
+    bytes. None when the target cannot be met."""
+    finest = max(math.ceil(p.transform.smallest_step / r) for p, r in zip(parts, ratios, strict=True))
+    top = subbands.max_step(parts[0].levels)
 
-    def good(step: int) -> bool:
-        coded = part.encode_transform(step)
-        if len(coded.payload) > budget:
+    def steps(step: int) -> list[int]:
+        return [
+            min(subbands.max_step(p.levels), max(p.transform.smallest_step, round(step * r)))
+            for p, r in zip(parts, ratios, strict=True)
+        ]
+
+    def code(step: int) -> list[Coded]:
+        return [p.encode_transform(s) for p, s in zip(parts, steps(step), strict=True)]
+
+    if quality.psnr is not None:
+
+        def reaches(step: int) -> bool:
+            decoded = [p.transform.reconstruction(s) for p, s in zip(parts, steps(step), strict=True)]
+            return psnr(original, combine(decoded), levels) >= quality.psnr
+
+        if not reaches(finest):
+            return None
+        return code(top if reaches(top) else _last_good_step(reaches, finest, top))
+    fitting: list[list[Coded]] = []  # the last trial that fitted
+
+    def fits(step: int) -> bool:
+        trial = code(step)
+        if sum(len(c.payload) for c in trial) > budget:
             return False
-        fitting[:] = [coded]
+        fitting[:] = [trial]
         return True
 
-    finest, top = part.transform.smallest_step, subbands.max_step(part.levels)
-    if not good(top):
+    if not fits(top):
         return None
-    if not good(finest):
-        _last_good_step(good, top, finest)  # ends on the last step that fitted
+    if not fits(finest):
+        _last_good_step(fits, top, finest)  # ends on the last step that fitted
     return fitting[0]
 
 
@@ -610,13 +632,14 @@ def compress(
     data, coded = _code_planes(plain, slices, [plain.levels] * len(slices), model, quality, fast)
     candidates = [(data, _assemble(coded, plain))]
     if layout == 2 and len(slices) == 3 and bits <= colour.MAX_BITS and quality.delta is None:
-        ycocg, maxima = header(3), colour.plane_maxima(plain.levels)
-        planes = colour.forward(array, plain.levels)
+        ycocg = header(3)
         if quality.lossless or quality.latent_only:
-            data, coded = _code_planes(ycocg, planes, list(maxima), model, quality, fast)
+            planes, maxima = colour.forward(array, plain.levels), colour.plane_maxima(plain.levels)
+            transformed = _code_planes(ycocg, planes, list(maxima), model, quality, fast)
         else:
-            data, coded = _transform_colour(ycocg, planes, model, quality, fast)
-        candidates.append((data, _assemble(coded, ycocg)))
+            transformed = _transform_colour(ycocg, array, model, quality, fast)
+        if transformed is not None:
+            candidates.append((transformed[0], _assemble(transformed[1], ycocg)))
     return _better(candidates, array, plain.levels, quality)[0]
 
 
@@ -665,51 +688,25 @@ def _code_planes(
 
 
 def _transform_colour(
-    header: Header, planes: list[np.ndarray], model: CodecModel, quality: Quality, fast: bool
-) -> tuple[bytes, list[np.ndarray]]:
-    """YCoCg-R planes transform coded together under a PSNR or rate target: one step for the image,
-    each plane's scaled by :data:`~recon.codec.colour.CHROMA_STEP_RATIOS` (equal slope), searched on
-    the RGB PSNR or on the file's total size."""
-    maxima = colour.plane_maxima(header.levels)
-    parts = [_Slice(model, p, m, fast=fast) for p, m in zip(planes, maxima, strict=True)]
-    ratios = colour.CHROMA_STEP_RATIOS
-    finest = max(math.ceil(p.transform.smallest_step / r) for p, r in zip(parts, ratios, strict=True))
-    top = subbands.max_step(maxima[0])
-
-    def steps(step: int) -> list[int]:
-        return [
-            min(subbands.max_step(m), max(p.transform.smallest_step, round(step * r)))
-            for p, m, r in zip(parts, maxima, ratios, strict=True)
-        ]
+    header: Header, array: np.ndarray, model: CodecModel, quality: Quality, fast: bool
+) -> tuple[bytes, list[np.ndarray]] | None:
+    """The RGB ``array``'s YCoCg-R planes transform coded together under a PSNR or rate target
+    (:func:`_transform_coded`: one step for the image, the chroma planes' scaled by
+    :data:`~recon.codec.colour.CHROMA_STEP_RATIOS`), searched on the RGB PSNR or on the file's size;
+    None when the target cannot be met this way."""
+    planes = colour.forward(array, header.levels)
+    parts = [
+        _Slice(model, p, m, fast=fast)
+        for p, m in zip(planes, colour.plane_maxima(header.levels), strict=True)
+    ]
+    budget = 0.0 if quality.bpp is None else quality.bpp * array.size / 8 - 3 * container_overhead(3)
 
     def rgb(decoded: list[np.ndarray]) -> np.ndarray:
         return colour.inverse(decoded, header.levels)
 
-    original = rgb(planes)
-    if quality.psnr is not None:
-
-        def good(step: int) -> bool:
-            decoded = [p.transform.reconstruction(s) for p, s in zip(parts, steps(step), strict=True)]
-            return psnr(original, rgb(decoded), header.levels) >= quality.psnr
-
-        step = finest if not good(finest) else top if good(top) else _last_good_step(good, finest, top)
-        coded = [p.encode_transform(s) for p, s in zip(parts, steps(step), strict=True)]
-    else:
-        budget = quality.bpp * original.size / 8 - len(parts) * container_overhead(len(parts))
-        fitting: list[list[Coded]] = []
-
-        def good(step: int) -> bool:
-            trial = [p.encode_transform(s) for p, s in zip(parts, steps(step), strict=True)]
-            if sum(len(c.payload) for c in trial) > budget:
-                return False
-            fitting[:] = [trial]
-            return True
-
-        if not good(top):
-            fitting[:] = [[p.encode_transform(s) for p, s in zip(parts, steps(top), strict=True)]]
-        elif not good(finest):
-            _last_good_step(good, top, finest)
-        coded = fitting[0]
+    coded = _transform_coded(parts, colour.CHROMA_STEP_RATIOS, rgb, array, header.levels, quality, budget)
+    if coded is None:
+        return None
     return write_container(header, [c.payload for c in coded]), [c.recon for c in coded]
 
 
