@@ -499,8 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .rcz file (a folder for a folder of inputs)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--lossless", action="store_true", help="bit-exact (the default)")
-    mode.add_argument("--psnr", type=float, help="lossy: at least this PSNR (dB) per slice")
-    mode.add_argument("--bpp", type=float, help="lossy: at most this many bits per pixel per slice")
+    mode.add_argument(
+        "--psnr", type=float, help="lossy: at least this PSNR (dB) per slice (per RGB image for colour)"
+    )
+    mode.add_argument(
+        "--bpp",
+        type=float,
+        help="lossy: at most this many bits per pixel per slice (colour: per sample; 1 is 3 per RGB pixel)",
+    )
     mode.add_argument("--delta", type=int, help="near-lossless: maximum absolute error per pixel")
     mode.add_argument(
         "--latent-only", dest="latent_only", action="store_true", help="lossy: the autoencoder alone"
