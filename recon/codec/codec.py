@@ -288,13 +288,13 @@ class _Slice:
 
     @cached_property
     def transform(self) -> subbands.SubbandEncoder:
-        return subbands.SubbandEncoder(self.x, self.levels)
+        return subbands.SubbandEncoder(self.x, self.levels, self.model.wavelet_tables)
 
     def encode_transform(self, step: int) -> Coded:
         """The slice transform coded (:mod:`recon.codec.subbands`) at wavelet ``step``; it leaves the
         polyphase passes' adaptive counts as they were."""
         writer = Writer()
-        recon = self.transform.write(step, writer, self.model.wavelet_tables)
+        recon = self.transform.write(step, writer)
         head = _SliceHeader(step, 0, 0, False, 0, 0, 0, wavelet=True)
         return Coded(head.pack() + writer.bytes(), self.counts, recon)
 
