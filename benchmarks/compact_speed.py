@@ -2,7 +2,7 @@
 same layer of its dense super-network, in one run.
 
     python benchmarks/compact_speed.py [--models denoise-gauss,deblur-gauss,mri-4x] [--size 256]
-        [--threads 1] [--json out.json]
+        [--threads 1] [--compile] [--json out.json]
 
 For every bundled (or given) model the dense super-network is rebuilt from the model's recorded
 recipe (``gated-unet`` and its widths; random weights: the time of a convolution does not depend on
@@ -80,10 +80,12 @@ def layer_rows(compact: GraphNet, dense: GraphNet, size: tuple[int, int]) -> lis
 
 
 def whole_network(
-    compact: GraphNet, dense: GraphNet, rows: list[dict[str, Any]], size: tuple[int, int]
+    compact: GraphNet, dense: GraphNet, rows: list[dict[str, Any]], size: tuple[int, int], compiled: bool
 ) -> dict[str, float]:
     """FLOP reductions and times of the convolutions (from ``rows``) and of the whole networks, in the
-    default and the channels-last layout."""
+    default and the channels-last layout, and with ``compiled`` also compiled by ``torch.compile``
+    (inductor: the element-wise work between convolutions — padding, gates, sums, ReLU — fused
+    into generated loops)."""
     live = [r for r in rows if r["compact"] is not None]
     dense_flops = sum(r["dense"]["flops"] for r in rows)
     whole = {
@@ -98,12 +100,25 @@ def whole_network(
         for label, net in (("dense", dense), ("compact", compact)):
             net = net.to(memory_format=fmt)
             whole[f"{label}{layout}_ms"] = best_ms(lambda net=net, x_in=x_in: net(x_in))
+            if compiled:
+                start = time.perf_counter()
+                fast = torch.compile(net)
+                best_ms(lambda fast=fast, x_in=x_in: fast(x_in), repeats=1)  # compiles
+                whole[f"{label}{layout}_compile_s"] = time.perf_counter() - start
+                whole[f"{label}{layout}_compiled_ms"] = best_ms(lambda fast=fast, x_in=x_in: fast(x_in))
     whole["speedup"] = whole["dense_ms"] / whole["compact_ms"]
     whole["conv_speedup"] = whole["dense_conv_ms"] / whole["compact_conv_ms"]
-    whole["best_speedup"] = min(whole["dense_ms"], whole["dense_channels_last_ms"]) / min(
-        whole["compact_ms"], whole["compact_channels_last_ms"]
-    )
+    whole["best_speedup"] = _fastest(whole, "dense", "ms") / _fastest(whole, "compact", "ms")
+    if compiled:
+        whole["compiled_speedup"] = _fastest(whole, "dense", "compiled_ms") / _fastest(
+            whole, "compact", "compiled_ms"
+        )
     return whole
+
+
+def _fastest(whole: dict[str, float], label: str, kind: str) -> float:
+    """The time of network ``label`` in its faster memory layout."""
+    return min(whole[f"{label}_{kind}"], whole[f"{label}_channels_last_{kind}"])
 
 
 def channel_floor(size: tuple[int, int], widths: list[int]) -> list[dict[str, float]]:
@@ -144,6 +159,13 @@ def report(name: str, rows: list[dict[str, Any]], whole: dict[str, float]) -> No
         f"{whole['compact_channels_last_ms']:.1f} ms compact; the faster layout of each: speedup "
         f"{whole['best_speedup']:.2f}× (ratio {whole['best_speedup'] / whole['flop_reduction']:.2f})"
     )
+    if "compiled_speedup" in whole:
+        speedup = whole["compiled_speedup"]
+        print(
+            f"  torch.compile, the faster layout of each: {_fastest(whole, 'dense', 'compiled_ms'):.1f} ms "
+            f"dense, {_fastest(whole, 'compact', 'compiled_ms'):.1f} ms compact, speedup {speedup:.2f}× "
+            f"(ratio {speedup / whole['flop_reduction']:.2f})"
+        )
 
 
 def main() -> None:
@@ -151,6 +173,7 @@ def main() -> None:
     parser.add_argument("--models", default="denoise-gauss,deblur-gauss,mri-4x")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--compile", action="store_true", help="also time the networks under torch.compile")
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -166,7 +189,7 @@ def main() -> None:
         compact = model.net.eval()
         dense = dense_twin(compact, meta.get("config", {}))
         rows = layer_rows(compact, dense, size)
-        whole = whole_network(compact, dense, rows, size)
+        whole = whole_network(compact, dense, rows, size, args.compile)
         report(name, rows, whole)
         out["models"][name] = {"layers": rows, **whole}
     floor = channel_floor(size, [1, 2, 4, 6, 8, 10, 12, 14, 16, 24, 32])
