@@ -101,6 +101,7 @@ def whole_network(
             net = net.to(memory_format=fmt)
             whole[f"{label}{layout}_ms"] = best_ms(lambda net=net, x_in=x_in: net(x_in))
             if compiled:
+                torch._dynamo.reset()  # every GraphNet shares one forward: compile each afresh
                 start = time.perf_counter()
                 fast = torch.compile(net)
                 best_ms(lambda fast=fast, x_in=x_in: fast(x_in), repeats=1)  # compiles
