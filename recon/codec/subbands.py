@@ -1,4 +1,4 @@
-r"""Transform coding of a slice: integer CDF 9/7 wavelet, dead-zone quantiser, context-coded bands.
+r"""Transform coding of a slice: integer CDF 9/7 wavelet, rate-distortion optimised quantiser, coded bands.
 
 The path that wins at low rates, where coding pixels against interpolations of their neighbours
 (:mod:`recon.codec.polyphase`) spends its bits badly: an interpolating coder has no update step, so
