@@ -630,16 +630,17 @@ def compress(
 
     plain = header(layout)
     data, coded = _code_planes(plain, slices, [plain.levels] * len(slices), model, quality, fast)
-    candidates = [(data, _assemble(coded, plain))]
-    if layout == 2 and len(slices) == 3 and bits <= colour.MAX_BITS and quality.delta is None:
-        ycocg = header(3)
-        if quality.lossless or quality.latent_only:
-            planes, maxima = colour.forward(array, plain.levels), colour.plane_maxima(plain.levels)
-            transformed = _code_planes(ycocg, planes, list(maxima), model, quality, fast)
-        else:
-            transformed = _transform_colour(ycocg, array, model, quality, fast)
-        if transformed is not None:
-            candidates.append((transformed[0], _assemble(transformed[1], ycocg)))
+    if not (layout == 2 and len(slices) == 3 and bits <= colour.MAX_BITS and quality.delta is None):
+        return data  # nothing to compare with
+    ycocg = header(3)
+    if quality.lossless or quality.latent_only:
+        planes, maxima = colour.forward(array, plain.levels), colour.plane_maxima(plain.levels)
+        transformed = _code_planes(ycocg, planes, list(maxima), model, quality, fast)
+    else:
+        transformed = _transform_colour(ycocg, array, model, quality, fast)
+    if transformed is None:
+        return data
+    candidates = [(data, _assemble(coded, plain)), (transformed[0], _assemble(transformed[1], ycocg))]
     return _better(candidates, array, plain.levels, quality)[0]
 
 
@@ -652,7 +653,8 @@ def _better(
     def score(candidate: tuple[bytes, np.ndarray]) -> tuple[bool, float]:
         size, quality_db = len(candidate[0]), psnr(x, candidate[1], levels)
         if quality.bpp is not None:
-            return 8 * size <= quality.bpp * x.size, quality_db if 8 * size <= quality.bpp * x.size else -size
+            fits = 8 * size <= quality.bpp * x.size
+            return fits, quality_db if fits else -size
         reaches = quality.psnr is None or quality_db >= quality.psnr
         return reaches, -size
 

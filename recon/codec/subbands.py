@@ -55,6 +55,7 @@ W_PARENT, W_PARENT_AREA, W_SIBLING, W_NEIGHBOUR = 2, 1, 1, 4
 # differences for band 0 (pass 0, contexts all 0); called in coding order.
 Code = Callable[[int, int, np.ndarray], np.ndarray]
 TokenSink = Callable[[np.ndarray, np.ndarray, np.ndarray], None]  # (tokens, raw bits, contexts)
+Pass = tuple[np.ndarray, np.ndarray]  # one pass' quantised values and their contexts
 
 
 def settings() -> dict[str, object]:
@@ -203,14 +204,22 @@ class SubbandEncoder:
         return max(1 << (FRACTION_BITS - 3), needed)
 
     def quantize(self, delta: int) -> tuple[list[np.ndarray], list[int]]:
-        """Quantised bands (rate-distortion optimised, in coding order) and the detail bands'
-        reconstruction offsets at ``delta``."""
+        """Quantised bands (rate-distortion optimised) and the detail bands' reconstruction offsets
+        at ``delta``."""
+        bands, offsets, _ = self._quantized(delta)
+        return bands, offsets
+
+    def _quantized(self, delta: int) -> tuple[list[np.ndarray], list[int], list[Pass]]:
+        """:meth:`quantize`, and every pass' values with their contexts in coding order (what
+        :meth:`tokens` codes: the contexts come from this same walk over the bands)."""
         steps = band_steps(delta, self.levels)
         low = (2 * self.coefficients[0] + steps[0]) // (2 * steps[0])  # plain rounding: a dense band
+        passes: list[Pass] = []
 
         def choose(b: int, k: int, contexts: np.ndarray) -> np.ndarray:
             if b == 0:
-                return low_differences(low).ravel()
+                passes.append((low_differences(low).ravel(), contexts))
+                return passes[-1][0]
             r0, c0 = PASSES[k]
             c = self.coefficients[b][r0::2, c0::2].ravel()
             scaled, sign = np.abs(c) / steps[b], np.sign(c)
@@ -222,6 +231,7 @@ class SubbandEncoder:
                 cost = (scaled - magnitude) ** 2 + RDO_LAMBDA * bits
                 better = cost < best_cost
                 best, best_cost = np.where(better, sign * magnitude, best), np.where(better, cost, best_cost)
+            passes.append((best, contexts))
             return best
 
         bands = run_bands(self.x.shape, self.levels, choose)
@@ -230,7 +240,7 @@ class SubbandEncoder:
             nonzero = q != 0
             inside = np.abs(c[nonzero]) / step - np.abs(q[nonzero]) if nonzero.any() else np.zeros(1)
             offsets.append(int(np.clip(round(float(inside.mean()) * OFFSET_UNIT), -16, 15)))
-        return bands, offsets
+        return bands, offsets, passes
 
     def reconstruction(self, delta: int) -> np.ndarray:
         return self._pixels(delta, *self.quantize(delta))
@@ -241,16 +251,10 @@ class SubbandEncoder:
 
     def tokens(self, delta: int, sink: TokenSink) -> tuple[list[np.ndarray], list[int]]:
         """Quantise at ``delta`` and hand every pass' tokens to ``sink`` in coding order."""
-        bands, offsets = self.quantize(delta)
-
-        def code(b: int, k: int, contexts: np.ndarray) -> np.ndarray:
-            r0, c0 = PASSES[k]
-            values = low_differences(bands[0]).ravel() if b == 0 else bands[b][r0::2, c0::2].ravel()
+        bands, offsets, passes = self._quantized(delta)
+        for values, contexts in passes:
             token, _, raw = tokenize(values)
             sink(token, raw, contexts)
-            return values
-
-        run_bands(self.x.shape, self.levels, code)
         return bands, offsets
 
     def write(self, delta: int, writer: Writer) -> np.ndarray:
