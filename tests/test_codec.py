@@ -104,6 +104,23 @@ def test_adaptive_tokens_round_trip_and_cost_less_when_the_prior_is_wrong():
     assert sizes[1] < 0.8 * sizes[0]
 
 
+def test_raw_bits_in_one_call_are_the_stream_of_one_call_per_length():
+    """The format: after the tokens, the raw bits of the pixels with 1, 2, … bits, each group in
+    pixel order as uniform symbols (the writer now sends them in one call)."""
+    rng = np.random.default_rng(1)
+    token, extra, raw = tokenize(np.round(rng.laplace(0, 300.0, 3000)).astype(np.int64))
+    contexts = np.zeros(token.size, np.int64)
+    tables = np.stack([quantize_table(laplace_token_probabilities(300.0))])
+    batched, reference = Writer(), Writer()
+    batched.tokens(token, raw, contexts, tables)
+    reference.categorical(token, tables[0])
+    for bits in range(1, int(extra.max()) + 1):
+        reference.uniform(raw[extra == bits], bits)
+    assert len(np.unique(extra)) > 5 and batched.bytes() == reference.bytes()
+    back_token, back_raw = Reader(batched.bytes()).tokens(contexts, tables)
+    assert np.array_equal(back_token, token) and np.array_equal(back_raw, raw)
+
+
 @pytest.mark.parametrize(
     ("channels", "a_bits", "w_bits"),
     [(8, 6, 6), (48, 15, 13), (3, 24, 16)],  # one float32 convolution, four float32 pieces, float64

@@ -167,6 +167,17 @@ class AdaptiveContexts:
 
 
 _FAMILY = constriction.stream.model.Categorical(perfect=False)
+_UNIFORM = constriction.stream.model.Uniform()  # the size given per symbol
+
+
+def _raw_order(token: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels that have raw bits, grouped by their number (ascending, stable within a group),
+    and each one's uniform alphabet size :math:`2^\text{bits}`: the raw bits go to the coder in one
+    call, the same stream as one call per bit length."""
+    extra = token_bits(token)
+    order = np.flatnonzero(extra)
+    order = order[np.argsort(extra[order], kind="stable")]
+    return order, (np.int32(1) << extra[order].astype(np.int32))
 
 
 class Writer:
@@ -206,9 +217,9 @@ class Writer:
         self._raw(token, raw)
 
     def _raw(self, token: np.ndarray, raw: np.ndarray) -> None:
-        extra = token_bits(token)
-        for bits in np.unique(extra[extra > 0]):  # by length, ascending
-            self.uniform(raw[extra == bits], int(bits))
+        order, sizes = _raw_order(token)
+        if order.size:
+            self.encoder.encode(raw[order].astype(np.int32), _UNIFORM, sizes)
 
     def bytes(self) -> bytes:
         return self.encoder.get_compressed().astype("<u4").tobytes()
@@ -255,8 +266,7 @@ class Reader:
 
     def _raw(self, token: np.ndarray) -> np.ndarray:
         raw = np.zeros(token.shape, np.int64)
-        extra = token_bits(token)
-        for bits in np.unique(extra[extra > 0]):
-            where = extra == bits
-            raw[where] = self.uniform(int(where.sum()), int(bits))
+        order, sizes = _raw_order(token)
+        if order.size:
+            raw[order] = self._decode(_UNIFORM, sizes)
         return raw
