@@ -107,7 +107,10 @@ def test_compaction_preserves_outputs_and_cuts_flops(seed, family):
         x = torch.randn(2, 1, 32, 32, dtype=dtype, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             a, b = net(x), small(x)
-        assert float((a - b).abs().max()) <= tol * max(1.0, float(a.abs().max()))
+            last = small.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+            small.to(memory_format=torch.contiguous_format)
+        for out in (b, last):  # channel placement differs by memory layout (plane copies / a product)
+            assert float((a - out).abs().max()) <= tol * max(1.0, float(a.abs().max()))
     assert flops(small.spec, (32, 32)) < flops(net.spec, (32, 32))
     assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in net.parameters())
 
