@@ -169,6 +169,25 @@ def test_adversarial_tv_penalty_is_the_dual_norm_of_the_input_gradient():
     assert Sample.y.grad is not None
 
 
+def test_distillation_adds_the_task_loss_against_the_teachers_reconstruction(tmp_path):
+    teacher = Trainer(_config(), tmp_path / "teacher").deployed()
+    save_model(teacher, tmp_path / "teacher-model")
+    (term,) = build_terms([f"distill:teacher={tmp_path / 'teacher-model'},weight=0.5"])
+    trainer = Trainer(_config(), tmp_path / "run")
+    sample = trainer.task.simulate(torch.rand(2, 1, 32, 32), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        taught = teacher.eval()(sample.y, sample.physics)
+    zero = term.penalty(None, sample, taught, None, trainer.task)
+    shifted = term.penalty(None, sample, taught + 0.2, None, trainer.task)
+    assert float(zero) == 0.0 and float(shifted) == pytest.approx(0.5 * 0.2**2)
+    with pytest.raises(InputError, match="non-negative"):
+        build_terms([f"distill:teacher={tmp_path / 'teacher-model'},weight=-1"])
+    Trainer(_config(terms=f"distill:teacher={tmp_path / 'teacher-model'}"), tmp_path / "student").run(
+        progress=False
+    )
+    assert (tmp_path / "student" / "model.json").is_file()
+
+
 def test_training_with_a_term_and_lifecycle_hooks(tmp_path):
     calls = []
 
