@@ -20,6 +20,8 @@ images (the MR test subjects and the camera / astronaut photographs, whole image
   ℓ1 on gates, λ controlled toward ``--target`` density by :class:`recon.sparsity.schedule.DensityController`.
   ``--measure`` says what the target bounds: ``weights`` (the super-network's non-zero fraction, the
   default), ``compact`` (the compacted network's weights over the dense network's) or ``flops``.
+  ``--distill W`` adds the ``distill`` training term (:mod:`recon.plugins.distillation`) with the
+  same seed's dense Adam network as the teacher.
 
 ``--lr-schedule cosine`` decays every method's learning rates on the same cosine as ``recon train``
 (the default, ``constant``, is what the published tables used); ``--warmup N`` ramps them up
@@ -67,6 +69,7 @@ from recon.nets import (
     flops,
     gated_unet,
 )
+from recon.plugins.distillation import Distillation
 from recon.reconstructors import Reconstructor
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
@@ -204,6 +207,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         seed: int,
         control=None,
         after=None,
+        terms=(),
     ):
         start = time.perf_counter()
         hooks = [f for f in (control, after) if f is not None]
@@ -221,6 +225,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             log_every=max(steps // 10, 1),
             after_step=(lambda s: [f(s) for f in hooks]),
             on_log=lambda s: {"density": density(model.net), "kept": compact_weight_fraction(model.net)},
+            terms=terms,
             description=f"{task_name}/{name}",
         )
         return history, time.perf_counter() - start
@@ -265,10 +270,11 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         structured: bool,
         control=None,
         after=None,
+        terms=(),
     ) -> bool:
         """Train and score one method; a divergence is recorded instead of ending the benchmark."""
         try:
-            history, seconds = fit(name, model, opt, steps, seed, control, after)
+            history, seconds = fit(name, model, opt, steps, seed, control, after, terms)
         except FloatingPointError as exc:
             results[name] = {"diverged": str(exc)}
             print(f"  {name:10s} {exc}", flush=True)
@@ -311,6 +317,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         return model
 
     dense = sweep("adam", args.adam_lr, lambda label, lr: replicate(label, partial(train_adam, lr)))
+    teachers = dict(zip(seeds, dense, strict=True))
     dense_ms = results["adam"]["inference_ms"]
 
     # Bregman methods with λ control toward each target density (LinBreg at the first one)
@@ -326,7 +333,8 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             opt = AdaBreg(bregman_groups(model.net, lam, lr, gate_factor=10.0))
         control = DensityController(opt, model.net, target, every=10, measure=MEASURES[args.measure])
-        if attempt(label, model, opt, args.steps, seed, True, control):
+        terms = [Distillation(teachers[seed], args.distill)] if args.distill else []
+        if attempt(label, model, opt, args.steps, seed, True, control, terms=terms):
             results[label]["lam_final"] = lam * control.scale
 
     runs = [("linbreg", targets[0])] + [("adabreg", t) for t in targets]
@@ -463,6 +471,13 @@ def main() -> None:
     parser.add_argument("--proxsgd-lam", dest="proxsgd_lam", type=float, default=1e-3)
     parser.add_argument(
         "--finetune", type=float, default=0.2, help="fraction of steps to fine-tune after pruning"
+    )
+    parser.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        help="train the Bregman methods with the distillation term against the same seed's dense Adam "
+        "network, at this weight (0: none)",
     )
     parser.add_argument(
         "--methods", type=method_list, default=set(METHODS), help="beside dense Adam: " + ",".join(METHODS)

@@ -10,6 +10,7 @@ truth that a small network can follow). Used to train a sparse network towards i
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -23,11 +24,16 @@ from recon.terms import TrainingTerm
 class Distillation(TrainingTerm):
     name = "distill"
 
-    def __init__(self, teacher: str, weight: float = 1.0):
+    def __init__(self, teacher: str | nn.Module, weight: float = 1.0):
+        """``teacher``: a model file or name (``recon.modelio.load_model``), or a reconstructor
+        (copied, so the caller's model is left as it is)."""
         if not weight >= 0:
             raise InputError(f"distillation weight must be non-negative, got {weight}")
-        self.path, self.weight = str(teacher), float(weight)
-        self.teacher, _ = load_model(teacher)
+        self.weight = float(weight)
+        if isinstance(teacher, nn.Module):
+            self.path, self.teacher = None, copy.deepcopy(teacher)
+        else:
+            self.path, (self.teacher, _) = str(teacher), load_model(teacher)
         self.teacher.eval().requires_grad_(False)
 
     def penalty(self, model: nn.Module, sample: Any, prediction: Tensor, loss: Tensor, task: Any) -> Tensor:
