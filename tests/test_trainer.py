@@ -12,6 +12,7 @@ from PIL import Image
 
 from recon import InputError, get_registry
 from recon.modelio import load_model, save_model
+from recon.plugins.distillation import Distillation
 from recon.registry import plugin_host
 from recon.terms import build_terms
 from recon.trainer import RECIPES, Trainer, load_config
@@ -186,6 +187,9 @@ def test_distillation_adds_the_task_loss_against_the_teachers_reconstruction(tmp
         progress=False
     )
     assert (tmp_path / "student" / "model.json").is_file()
+    in_memory = Distillation(teacher.train(), weight=2.0)  # copied: the caller's model is untouched
+    assert teacher.training and all(p.requires_grad for p in teacher.parameters())
+    assert float(in_memory.penalty(None, sample, taught + 0.2, None, trainer.task)) == pytest.approx(0.08)
 
 
 def test_training_with_a_term_and_lifecycle_hooks(tmp_path):
