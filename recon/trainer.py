@@ -166,12 +166,24 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         if base is bool:
             return value.lower() in ("1", "true", "yes", "on")
         if typing.get_origin(base) is list:
-            return [v for v in value.split(",") if v]
+            return _split_specs([v for v in value.split(",") if v])
         if typing.get_origin(base) is dict:
             return json.loads(value)
         return base(value)
     except ValueError:
         raise InputError(f"config {name}={value!r}: expected {getattr(base, '__name__', base)}") from None
+
+
+def _split_specs(items: list[str]) -> list[str]:
+    """Comma-separated list items, where a ``key=value`` item without a ``name:`` continues the
+    item before it: ``terms=distill:teacher=t,weight=2,adversarial-tv`` is two term specs."""
+    out: list[str] = []
+    for item in items:
+        if out and "=" in item and ":" not in item.split("=", 1)[0] and ":" in out[-1]:
+            out[-1] += "," + item
+        else:
+            out.append(item)
+    return out
 
 
 def load_config(

@@ -50,6 +50,10 @@ def test_config_layers_and_types(tmp_path):
     )
     assert config.recipe == "denoise-gauss" and config.lr == 0.0005 and config.steps == 12
     assert config.task_params == {"sigma": 0.2} and config.amp is False and config.target_density is None
+    specs = load_config(
+        "denoise-gauss", overrides={"terms": "distill:teacher=t,weight=2,adversarial-tv:eps=0.1"}
+    )
+    assert specs.terms == ["distill:teacher=t,weight=2", "adversarial-tv:eps=0.1"]
     assert config.terms == ["a", "b"] and set(RECIPES) == {
         "mri-4x",
         "mri-8x",
