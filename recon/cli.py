@@ -7,6 +7,7 @@ exit code 2; an internal failure prints one line and exits 1 (``RECON_DEBUG=1`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -188,6 +189,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides["steps"] = str(args.steps)
     config = load_config(args.recipe, args.config, {k: v for k, v in overrides.items()})
+    if args.term:
+        config = dataclasses.replace(config, terms=[*config.terms, *args.term])
     trainer = Trainer(config, args.out, device=resolve_device(args.device))
     result = trainer.run(resume=args.resume)
     print(json.dumps({"out": str(args.out), "recipe": config.recipe, **result}))
@@ -431,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML file with TrainConfig keys (applied after the recipe)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, model.json/.safetensors, history)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    p.add_argument(
+        "--term",
+        action="append",
+        metavar="NAME:KEY=VALUE,...",
+        help="add a training term (see: recon list training_terms), e.g. distill:teacher=runs/dense/model",
+    )
     p.add_argument("--steps", type=int)
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
     p.add_argument("--device", default="auto")

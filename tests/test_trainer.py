@@ -245,3 +245,14 @@ def test_cli_train_and_reconstruct_with_the_model(cli, tmp_path, make_volume):
     assert wrong.code == 2 and "trained for 'denoise'" in wrong.err
     assert cli("train", "--recipe", "denoise-gauss", "--out", tmp_path / "new", "--resume").code == 2
     assert cli("train", "--out", tmp_path / "x").code == 2
+
+
+def test_cli_train_adds_terms(cli, tmp_path):
+    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={value}")]
+    args = ("train", "--recipe", "denoise-gauss", *sets, "--device", "cpu")
+    run = cli(*args, "--out", tmp_path / "run", "--term", "adversarial-tv:eps=0.01,norm=l2")
+    assert run.code == 0, run.err
+    config = json.loads((tmp_path / "run" / "model.json").read_text())["metadata"]["config"]
+    assert config["terms"] == ["adversarial-tv:eps=0.01,norm=l2"]
+    unknown = cli(*args, "--out", tmp_path / "bad", "--term", "no-such-term")
+    assert unknown.code == 2 and "unknown training term" in unknown.err
