@@ -172,7 +172,7 @@ _UNIFORM = constriction.stream.model.Uniform()  # the size given per symbol
 
 def _raw_order(token: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pixels that have raw bits, grouped by their number (ascending, stable within a group),
-    and each one's uniform alphabet size :math:`2^\text{bits}`: the raw bits go to the coder in one
+    and each one's uniform alphabet size (2 to the number of bits): the raw bits go to the coder in one
     call, the same stream as one call per bit length."""
     extra = token_bits(token)
     order = np.flatnonzero(extra)
