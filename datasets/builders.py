@@ -24,7 +24,7 @@ from recon.datasets.fastmri import write_fastmri
 from recon.datasets.phantom import phantom, smooth_phase
 from recon.errors import InputError
 from recon.fft import fft2c, ifft2c
-from recon.files import atomic_output
+from recon.files import output_folder, staged_folder
 
 BUNDLED_SAMPLE = Path(__file__).parent / "data" / "sample_t1_coronal.h5"
 
@@ -207,12 +207,23 @@ def build_packaged_mr(out: Path, seed: int = 0) -> dict[str, Any]:
     return {"name": "packaged-mr", "seed": seed, "volumes": records}
 
 
+MAX_PHANTOM_VOXELS = 2**30  # 4 GiB of float32 targets (plus their k-space): far beyond any real use
+
+
+def _check_phantom_options(volumes: int = 10, slices: int = 8, size: int = 128) -> None:
+    if volumes < 3:
+        raise InputError(f"phantoms needs at least 3 volumes (train, val, test), got {volumes}")
+    if slices < 1 or not 16 <= size <= 4096:
+        raise InputError(f"phantoms needs at least one slice and a size in [16, 4096], got {slices}, {size}")
+    if volumes * slices * size * size > MAX_PHANTOM_VOXELS:
+        raise InputError(f"{volumes} × {slices} slices of {size}² is more than {MAX_PHANTOM_VOXELS} voxels")
+
+
 def build_phantoms(
     out: Path, seed: int = 0, volumes: int = 10, slices: int = 8, size: int = 128
 ) -> dict[str, Any]:
     """Procedural phantom volumes; the last 10% of volumes (at least one each) are val and test."""
-    if volumes < 3:
-        raise InputError(f"phantoms needs at least 3 volumes (train, val, test), got {volumes}")
+    _check_phantom_options(volumes, slices, size)
     held = max(1, volumes // 10)
     records = []
     for v in range(volumes):
@@ -253,11 +264,9 @@ def build_dataset(name: str, out: str | Path, seed: int = 0, **options: Any) -> 
     """Run the builder ``name`` into folder ``out`` and write ``manifest.json`` there."""
     if name not in BUILDERS:
         raise InputError(f"unknown dataset {name!r} (known: {', '.join(BUILDERS)})")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise InputError("output exists and is not a folder", out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = BUILDERS[name](out, seed=seed, **options)
-    with atomic_output(out / "manifest.json") as temp:
-        temp.write_text(json.dumps(manifest, indent=2) + "\n")
+    if name == "phantoms":
+        _check_phantom_options(**options)
+    with output_folder(out) as folder, staged_folder(folder) as stage:
+        manifest = BUILDERS[name](stage, seed=seed, **options)
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

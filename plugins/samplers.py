@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,7 +45,7 @@ from recon import InputError
 from recon.nets import GraphNet
 from recon.reconstructors import Reconstructor
 from recon.tasks import Task
-from recon.train import SimulatedBatches
+from recon.train import MAX_STEPS, SimulatedBatches
 from recon.uncertainty import WeightSamples, stack_parameters, subnetwork_parameters
 from recon.uncertainty.langevin import baoab as baoab_chain
 from recon.uncertainty.langevin import psgld as psgld_chain
@@ -262,6 +263,11 @@ class BAOAB(LangevinSampler):
         )
 
 
+def _check_fine_tuning(steps: int, lr: float) -> None:
+    if not (0 <= steps <= MAX_STEPS and math.isfinite(lr) and lr > 0):
+        raise InputError(f"fine-tuning needs steps in [0, {MAX_STEPS}] and a positive lr, got {steps}, {lr}")
+
+
 def _fine_tune(
     task: Task,
     stream: SimulatedBatches,
@@ -295,6 +301,7 @@ class MCDropout:
     ):
         if not 0 < p < 1:
             raise InputError(f"dropout rate must be in (0, 1), got {p}")
+        _check_fine_tuning(steps, lr)
         self.p, self.steps, self.lr, self.batch, self.layers = p, steps, lr, batch, layers
         self.iterations = iterations
 
@@ -371,6 +378,9 @@ class Ensemble:
         layers: int = 0,
         iterations: int = 0,
     ):
+        _check_fine_tuning(steps, lr)
+        if not (math.isfinite(perturbation) and perturbation >= 0):
+            raise InputError(f"perturbation must be a non-negative number, got {perturbation}")
         self.steps, self.lr, self.perturbation = steps, lr, perturbation
         self.batch, self.layers, self.iterations = batch, layers, iterations
 

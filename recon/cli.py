@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import warnings
@@ -22,6 +23,17 @@ from recon.errors import InputError, PluginError
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise InputError(f"{self.prog}: {message}")
+
+
+def _seed(text: str) -> int:
+    """A ``--seed`` value: an integer in [0, 2^63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer below 2^63, got {value}")
+    return value
 
 
 def resolve_device(name: str) -> Any:
@@ -89,6 +101,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from recon.outputs import sidecar_paths
     from recon.pipeline import reconstruct_file
 
     params = _key_values(args.param)
@@ -121,7 +134,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         coverage=args.coverage,
     )
     source = Path(args.input)
-    pairs = _paths(source, Path(args.out), None, ".h5")
+    pairs = _paths(source, Path(args.out), None, ".h5", sidecar_paths)
     work = lambda path, out: reconstruct_file(path, out, **options)  # noqa: E731
     return _each(pairs, work, "reconstruct", source.is_dir())
 
@@ -206,18 +219,46 @@ def _codec(name: str | None, device: Any) -> Any:
     return model
 
 
-def _paths(source: Path, out: Path, suffixes: Any, suffix: str) -> list[tuple[Path, Path]]:
+def _paths(
+    source: Path, out: Path, suffixes: Any, suffix: str, written: Any = lambda out: [out]
+) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one file to ``out``, or each file of a folder with one of ``suffixes``
-    (``None``: what the dataset readers read) to ``out/<stem><suffix>``."""
+    (``None``: what the dataset readers read) to ``out/<stem><suffix>``. ``written(output)``: every
+    file an output name stands for; none may be an input or written by two inputs."""
+    from recon.files import check_writable
     from recon.pipeline import input_files
 
     if not source.is_dir():
-        return [(source, out)]
-    if out.exists() and not out.is_dir():
-        raise InputError("with a folder of inputs, --out must be a folder", out)
-    files = input_files(source, suffixes)
-    out.mkdir(parents=True, exist_ok=True)
-    return [(p, out / (p.stem + suffix)) for p in files]
+        pairs = [(source, out)]
+    else:
+        if out.exists() and not out.is_dir():
+            raise InputError("with a folder of inputs, --out must be a folder", out)
+        pairs = [(p, out / (p.stem + suffix)) for p in input_files(source, suffixes)]
+    _check_collisions(pairs, written)
+    if source.is_dir():
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder ({exc.strerror})", out) from None
+    for folder in {o.parent for _, o in pairs}:
+        check_writable(folder)
+    return pairs
+
+
+def _check_collisions(pairs: list[tuple[Path, Path]], written: Any) -> None:
+    """Refuse, before any work, outputs that would replace an input (by any spelling of its path,
+    links included) or that two inputs would both write (``x.png`` and ``x.npy`` → ``x.rcz``)."""
+    inputs = {os.path.realpath(p) for p, _ in pairs}
+    identities = {(s.st_dev, s.st_ino) for s in (os.stat(p) for p, _ in pairs if p.exists())}
+    writers: dict[str, Path] = {}
+    for source, out in pairs:
+        for path in written(out):
+            key = os.path.realpath(path)
+            if key in inputs or (path.exists() and (path.stat().st_dev, path.stat().st_ino) in identities):
+                raise InputError("the output would overwrite an input; choose another --out", path)
+            if key in writers:
+                raise InputError(f"{writers[key].name} and {source.name} would both be written to", path)
+            writers[key] = source
 
 
 def _each(pairs: list[tuple[Path, Path]], work: Any, desc: str, folder: bool) -> int:
@@ -273,19 +314,26 @@ def cmd_train_codec(args: argparse.Namespace) -> int:
 
     from recon.codec import save_codec
     from recon.codec.training import train_codec
-    from recon.files import atomic_output
+    from recon.files import atomic_output, output_folder
+    from recon.nets.search_spaces import MAX_WIDTH
+    from recon.train import MAX_STEPS
 
-    if args.steps < 1 or args.latent < 1 or args.lam < 0 or args.threads < 1:
-        raise InputError("--steps, --latent and --threads must be positive and --lam non-negative")
+    sizes = (args.latent, args.width)
+    if not (1 <= args.steps <= MAX_STEPS and all(1 <= n <= MAX_WIDTH for n in sizes) and args.threads >= 1):
+        raise InputError(
+            f"--steps must be in [1, {MAX_STEPS}], --latent and --width in [1, {MAX_WIDTH}], --threads >= 1"
+        )
+    if not (math.isfinite(args.lam) and args.lam >= 0):
+        raise InputError(f"--lam must be a non-negative number, got {args.lam}")
     torch.set_num_threads(args.threads)
-    model, history = train_codec(
-        steps=args.steps, latent=args.latent, width=args.width, lam=args.lam, seed=args.seed, progress=True
-    )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_codec(model, out)
-    with atomic_output(out.parent / f"{out.name}.history.json") as tmp:
-        tmp.write_text(json.dumps(history) + "\n")
+    with output_folder(out.parent):
+        model, history = train_codec(
+            steps=args.steps, latent=args.latent, width=args.width, lam=args.lam, seed=args.seed
+        )
+        save_codec(model, out)
+        with atomic_output(out.parent / f"{out.name}.history.json") as tmp:
+            tmp.write_text(json.dumps(history) + "\n")
     print(json.dumps({"out": str(out), **model.meta, "identity": model.identity.hex()}))
     return 0
 
@@ -324,8 +372,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         log_every=max(1, args.steps // 40),
         sources=tuple(s for s in args.sources.split(",") if s),
     )
-    if config.steps < 1 or config.batch < 1 or config.patch < 8:
-        raise InputError("--steps and --batch must be positive and --patch at least 8")
     result = run_search(config, args.out, device=resolve_device(args.device))
     print(
         json.dumps(
@@ -405,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--acceleration", type=float)
     p.add_argument("--center-fraction", dest="center_fraction", type=float)
     p.add_argument("--mask", choices=("random", "equispaced", "gaussian"))
-    p.add_argument("--seed", type=int, default=None, help="seed of the mask and the noise (default 0)")
+    p.add_argument("--seed", type=_seed, default=None, help="seed of the mask and the noise (default 0)")
     p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="operator parameter")
     p.add_argument("--noise", help="noise model spec, e.g. gaussian:sigma=0.01")
     p.add_argument(
@@ -455,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--out", help="output stem (default: beside the model, MODEL.SAMPLER.samples)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_sample)
 
@@ -465,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_fit_variance)
 
@@ -499,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-p", "--param", action="append", metavar="KEY=VALUE", help="task parameter, e.g. sigma=0.05"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--device", default="auto")
     p.set_defaults(run=cmd_search)
 
@@ -539,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent", type=int, default=64, help="latent channels of the super-network")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--lam", type=float, default=0.1, help="group-sparsity strength on latent channels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument(
         "--threads",
         type=int,
@@ -555,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = datasets.add_parser("build", help="build a fastMRI-layout dataset")
     p.add_argument("name")
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--volumes", type=int)
     p.add_argument("--slices", type=int)
     p.add_argument("--size", type=int)
@@ -588,9 +634,15 @@ def _run(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a path the command was given: missing, unreadable, unwritable, disk full
+        print(f"recon: error: {exc.filename or 'file'}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if os.environ.get("RECON_DEBUG"):
             raise
+        if isinstance(exc, MemoryError) or ("allocate" in str(exc) and "memory" in str(exc)):
+            print("recon: error: out of memory: the input or a size parameter is too large", file=sys.stderr)
+            return 2
         print(
             f"recon: internal error: {type(exc).__name__}: {exc} (RECON_DEBUG=1 shows the traceback)",
             file=sys.stderr,

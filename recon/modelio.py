@@ -91,10 +91,17 @@ def load_model(
         else:
             raise InputError(f"unknown network kind {network['kind']!r}", stem)
         model = Reconstructor(net, **document["reconstructor"])
-    except (KeyError, TypeError) as exc:
+        metadata = document.get("metadata", {})
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("task", {}), dict):
+            raise TypeError("metadata and its task must be objects")
+    except KeyError as exc:
         raise InputError(f"incomplete model description (missing {exc})", stem) from None
+    except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong type or value
+        raise InputError(f"malformed model description ({exc})", stem) from None
     expected = model.net.state_dict()
     if set(tensors) != set(expected) or any(tensors[k].shape != v.shape for k, v in expected.items()):
         raise InputError("weights do not match the model description", stem)
+    if not all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point()):
+        raise InputError("the model's weights are not all finite", stem)
     model.net.load_state_dict(tensors)
-    return model.to(device).eval(), dict(document.get("metadata", {}))
+    return model.to(device).eval(), dict(metadata)

@@ -23,7 +23,7 @@ from recon.datasets.readers import read_scan
 from recon.datasets.scan import Scan
 from recon.datasets.training import PatchDataset, image_pool, packaged_mr_root
 from recon.errors import InputError
-from recon.files import pair_paths
+from recon.files import check_writable, pair_paths
 from recon.metrics import auroc, ause, image_metrics, spearman
 from recon.metrics import coverage as coverage_metric
 from recon.modelio import bundled_models, load_model
@@ -204,6 +204,8 @@ def reconstruct_file(
     ``epistemic`` / ``aleatoric`` when the model has a variance head)."""
     if uncertainty is not None and method not in (None, "learned"):
         raise InputError("uncertainty maps come from the learned method's weight samples")
+    if model_name is not None and method not in (None, "learned"):
+        raise InputError(f"--model is for the learned method, not {method!r}")
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise InputError("output name must end in .h5", out)
     if not out.parent.is_dir():
@@ -250,6 +252,8 @@ def reconstruct_file(
             }
         )
         result.info["seconds"] = seconds
+    if not np.isfinite(result.reconstruction).all():
+        raise InputError(f"the {method} reconstruction is not finite (check the noise level and λ)", source)
     middle = result.reconstruction.shape[0] // 2
     label = method if method != "learned" else f"learned ({Path(str(model_name)).name})"
     panels = {
@@ -353,6 +357,8 @@ def sample_model(
     name, texts = parse_spec(sampler)
     entry = get_registry("samplers").lookup(name)
     method = entry.build(**entry.parse_params(texts))
+    path = out if out is not None else samples_path(model_name, name)
+    check_writable(path.parent)
     model, metadata = load_model(model_name, device=device)
     task = task_of(metadata)
     data = _training_patches(metadata, sources, seed)
@@ -367,7 +373,6 @@ def sample_model(
     )
     if not all(bool(torch.isfinite(t).all()) for t in samples.tensors.values()):
         raise InputError(f"sampler {name!r} diverged (non-finite weights): use a smaller step size")
-    path = out if out is not None else samples_path(model_name, name)
     save_samples(samples, path)
     return path, samples
 
@@ -391,8 +396,8 @@ def fit_variance_model(
 ) -> tuple[Path, float]:
     """Fit the model's variance head (``recon.uncertainty.variance``) on fresh simulated training
     pairs and store it beside the model; returns its path and the last 50 steps' mean NLL."""
-    if batch < 1:
-        raise InputError(f"batch must be positive, got {batch}")
+    if batch < 1 or steps < 1:
+        raise InputError(f"steps and batch must be positive, got {steps}, {batch}")
     model, metadata = load_model(model_name, device=device)
     task = task_of(metadata)
     data = _training_patches(metadata, sources, seed)

@@ -55,6 +55,9 @@ def percentile_scale(x: Tensor, q: float = 0.99) -> Tensor:
     return scale.view(-1, *([1] * (x.dim() - 1)))
 
 
+MAX_UNROLLED = 64  # passes of an unrolled network: published ones use 5-12
+
+
 class Reconstructor(nn.Module):
     """Operator + network; see the module docstring. ``net`` is any image-to-image module."""
 
@@ -70,7 +73,7 @@ class Reconstructor(nn.Module):
         super().__init__()
         if init not in ("adjoint", "measurement") or dc not in ("none", "replace", "soft"):
             raise InputError(f"invalid reconstructor: init {init!r}, data consistency {dc!r}")
-        if unrolled < 0 or not (math.isfinite(dc_weight) and dc_weight > 0):
+        if not 0 <= unrolled <= MAX_UNROLLED or not (math.isfinite(dc_weight) and dc_weight > 0):
             raise InputError(f"invalid reconstructor: unrolled {unrolled}, dc_weight {dc_weight}")
         self.net = net
         self.init, self.dc, self.dc_weight, self.unrolled = init, dc, float(dc_weight), int(unrolled)

@@ -14,6 +14,7 @@ connections switch on one by one as their accumulated gradients exceed λ. The r
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +24,14 @@ import torch
 
 from recon.datasets.training import PatchDataset, image_pool
 from recon.errors import InputError
-from recon.files import atomic_output
+from recon.files import atomic_output, output_folder
 from recon.nets import GLOBAL_RESIDUAL, GraphNet, channel_report, compact, flops, save_graph, search_spaces
 from recon.reconstructors import Reconstructor
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
 from recon.sparsity.schedule import DensityController
 from recon.tasks import Task, build_task, evaluate
-from recon.train import train
+from recon.train import MAX_BATCH, MAX_PATCH, MAX_STEPS, train
 
 
 @dataclass
@@ -148,8 +149,34 @@ def run_search(
     config: SearchConfig, out: str | Path, *, device: str | torch.device = "cpu", progress: bool = True
 ) -> dict[str, Any]:
     """Search, compact and evaluate; writes the outputs listed in the module docstring into ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_config(config)
+    with output_folder(out) as folder:
+        result, small, metadata = _search(config, device, progress)
+        save_graph(small, folder / "model", metadata=metadata)
+        with atomic_output(folder / "architecture.json") as temp:
+            temp.write_text(json.dumps(result, indent=1) + "\n")
+        with atomic_output(folder / "growth.png") as temp:
+            plot_growth(result["history"], temp, f"{config.task}: {config.optimizer}, λ={config.lam}")
+    return result
+
+
+def check_config(config: SearchConfig) -> None:
+    """The training numbers of ``config`` in range, before anything is built or written (the
+    search space checks its own widths, blocks and latent size)."""
+    c = config
+    if not (1 <= c.steps <= MAX_STEPS and 1 <= c.batch <= MAX_BATCH and 8 <= c.patch <= MAX_PATCH):
+        raise InputError(f"steps must be positive, batch in [1, {MAX_BATCH}] and patch in [8, {MAX_PATCH}]")
+    rates = (c.lam, c.gate_lam if c.gate_lam is not None else 0.0, c.lr, c.momentum)
+    if not all(math.isfinite(v) and v >= 0 for v in rates) or c.lr == 0:
+        raise InputError("lam, gate_lam, lr and momentum must be finite and non-negative (lr positive)")
+    if not 0 < c.init_density <= 1 or not 0 <= c.seed < 2**63:
+        raise InputError(f"init_density must be in (0, 1] and seed >= 0, got {c.init_density}, {c.seed}")
+
+
+def _search(
+    config: SearchConfig, device: str | torch.device, progress: bool
+) -> tuple[dict[str, Any], GraphNet, dict[str, Any]]:
+    """The search itself: the result document, the compacted network and its metadata."""
     task: Task = build_task(config.task, **config.task_params)
     data = PatchDataset(
         image_pool(config.sources, "train", seed=config.seed),
@@ -209,9 +236,4 @@ def run_search(
     if config.task == "autoencoder":
         result["latent_channels"] = result["convs"]["latent"]
     metadata = {"task": task.config(), "reconstructor": model.config(), "source": "recon search"}
-    save_graph(small, out / "model", metadata=metadata)
-    with atomic_output(out / "architecture.json") as temp:
-        temp.write_text(json.dumps(result, indent=1) + "\n")
-    with atomic_output(out / "growth.png") as temp:
-        plot_growth(history, temp, f"{config.task}: {config.optimizer}, λ={config.lam}")
-    return result
+    return result, small, metadata

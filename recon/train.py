@@ -27,6 +27,10 @@ from recon.errors import InputError
 from recon.tasks import Task
 from recon.terms import TrainingTerm
 
+# bounds on a training batch: far above what one GPU trains, low enough that a typo fails at once
+# instead of allocating tens of GiB (or running for days)
+MAX_BATCH, MAX_PATCH, MAX_STEPS = 1024, 1024, 10**8
+
 
 def batch_at(data: Dataset, step: int, batch: int) -> torch.Tensor:
     """The clean patches of (1-based) ``step``: items ``(step-1)·batch … step·batch - 1`` (wrapping)."""
@@ -39,6 +43,8 @@ class SimulatedBatches:
     samplers and variance heads learn from); ``step``: the batches drawn so far."""
 
     def __init__(self, task: Task, data: Dataset, batch: int, generator: torch.Generator, device: Any):
+        if not 1 <= batch <= MAX_BATCH:
+            raise InputError(f"batch must be in [1, {MAX_BATCH}], got {batch}")
         self.task, self.data, self.batch, self.generator, self.device = task, data, batch, generator, device
         self.step = 0
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
 import tomllib
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from recon.datasets.training import PatchDataset, image_pool
 from recon.errors import InputError
-from recon.files import atomic_output
+from recon.files import atomic_output, output_folder
 from recon.modelio import network_description, save_model
 from recon.nets import (
     GLOBAL_RESIDUAL,
@@ -56,7 +58,7 @@ from recon.sparsity.init import normalize_activations_
 from recon.sparsity.schedule import DensityController, learning_rate_factor
 from recon.tasks import Task, build_task, evaluate
 from recon.terms import build_terms
-from recon.train import batch_at, train
+from recon.train import MAX_BATCH, MAX_PATCH, MAX_STEPS, batch_at, train
 
 SPARSE = ("adabreg", "linbreg", "proxsgd")
 # what λ control holds at target_density: the non-zero fraction of the super-network's weights, or the
@@ -164,14 +166,37 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind) if optional else kind
     try:
         if base is bool:
-            return value.lower() in ("1", "true", "yes", "on")
+            return _BOOLEANS[value.lower()]
         if typing.get_origin(base) is list:
             return _split_specs([v for v in value.split(",") if v])
         if typing.get_origin(base) is dict:
             return json.loads(value)
         return base(value)
-    except ValueError:
+    except (ValueError, KeyError):
         raise InputError(f"config {name}={value!r}: expected {getattr(base, '__name__', base)}") from None
+
+
+_BOOLEANS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(
+    ("0", "false", "no", "off"), False
+)
+
+
+def _check_types(values: Mapping[str, Any], hints: Mapping[str, Any]) -> None:
+    """Each value of a recipe, TOML file or override has its field's type (an int where a float
+    is asked is fine); floats are finite."""
+    for key, value in values.items():
+        kind = hints[key]
+        union = typing.get_origin(kind) in (typing.Union, types.UnionType)
+        if value is None and union and type(None) in typing.get_args(kind):
+            continue
+        options = [a for a in typing.get_args(kind) if a is not type(None)] if union else [kind]
+        base = typing.get_origin(options[0]) or options[0]
+        fits = isinstance(value, base) and (base is bool or not isinstance(value, bool))
+        if base is float:
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not fits:
+            what = "finite number" if base is float else base.__name__
+            raise InputError(f"config {key}: expected a {what}, got {value!r}")
 
 
 def _split_specs(items: list[str]) -> list[str]:
@@ -200,6 +225,8 @@ def load_config(
             values.update(tomllib.loads(Path(path).read_text()))
         except FileNotFoundError:
             raise InputError("config file not found", path) from None
+        except OSError as exc:
+            raise InputError(f"cannot read the config file ({exc.strerror})", path) from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise InputError(f"not a valid TOML file ({exc})", path) from None
     hints = typing.get_type_hints(TrainConfig)
@@ -208,6 +235,8 @@ def load_config(
         if head not in hints:
             raise InputError(f"unknown config key {head!r}")
         if tail:
+            if typing.get_origin(hints[head]) is not dict:
+                raise InputError(f"config key {head!r} has no parts ({key!r})")
             nested = dict(values.get(head, getattr(TrainConfig(), head)))
             nested[tail] = _parse_scalar(value)
             values[head] = nested
@@ -216,6 +245,7 @@ def load_config(
     unknown = set(values) - set(hints)
     if unknown:
         raise InputError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+    _check_types(values, hints)
     config = TrainConfig(**values)
     _validate(config)
     return config
@@ -235,8 +265,14 @@ def _parse_scalar(text: str) -> Any:
 def _validate(c: TrainConfig) -> None:
     if c.optimizer not in (*SPARSE, "adam"):
         raise InputError(f"unknown optimizer {c.optimizer!r} (known: adam, {', '.join(SPARSE)})")
-    if c.steps < 1 or c.batch < 1 or c.patch < 16 or c.log_every < 1 or c.val_every < 1:
-        raise InputError("steps, batch, log_every and val_every must be positive and patch at least 16")
+    if not (1 <= c.steps <= MAX_STEPS and 1 <= c.batch <= MAX_BATCH and 16 <= c.patch <= MAX_PATCH):
+        raise InputError(
+            f"steps must be in [1, {MAX_STEPS}], batch in [1, {MAX_BATCH}] and patch in [16, {MAX_PATCH}]"
+        )
+    if c.log_every < 1 or c.val_every < 1 or c.checkpoint_every < 0 or c.val_images < 0:
+        raise InputError("log_every, val_every must be positive; checkpoint_every (0: none), val_images >= 0")
+    if not 0 <= c.seed < 2**63 or not 0 < c.init_density <= 1:
+        raise InputError(f"seed must be >= 0 and init_density in (0, 1], got {c.seed}, {c.init_density}")
     if c.lr_schedule not in ("constant", "cosine"):
         raise InputError(f"unknown lr_schedule {c.lr_schedule!r} (known: constant, cosine)")
     if c.warmup < 0:
@@ -386,6 +422,8 @@ class Trainer:
             raise InputError(f"incomplete checkpoint ({exc.filename})", folder) from None
         except Exception as exc:  # corrupt JSON or safetensors
             raise InputError(f"corrupt checkpoint ({exc})", folder) from None
+        if not isinstance(meta, dict) or not {"step", "history", "param_groups"} <= set(meta):
+            raise InputError("corrupt checkpoint (state.json is not a checkpoint's state)", folder)
         if meta.get("config") != self.config.as_dict():
             raise InputError(
                 "the checkpoint was made with a different config; resume with the same one", folder
@@ -429,6 +467,10 @@ class Trainer:
         self.schedule.step()
 
     def run(self, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+        with output_folder(self.out):  # an unwritable folder fails now, not after training
+            return self._run(resume, progress)
+
+    def _run(self, resume: bool, progress: bool) -> dict[str, Any]:
         c = self.config
         start_step, history = self.restore() if resume else (0, [])
         host = plugin_host()

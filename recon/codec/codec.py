@@ -751,6 +751,19 @@ def _decode_slice(
     state, updated."""
     head, start = _SliceHeader.read(payload, maximum)
     reader = Reader(payload[start:])
+    values = _read_slice(model, reader, head, shape, maximum, counts)
+    reader.finish()
+    return values
+
+
+def _read_slice(
+    model: CodecModel,
+    reader: Reader,
+    head: _SliceHeader,
+    shape: tuple[int, int],
+    maximum: int,
+    counts: AdaptiveContexts,
+) -> np.ndarray:
     if head.wavelet:
         return subbands.read(reader, shape, maximum, head.delta, model.wavelet_tables)
     levels, palette = maximum, None

@@ -26,7 +26,6 @@ crash or a huge allocation.
 
 from __future__ import annotations
 
-import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -77,6 +76,11 @@ def read_varint(data: bytes, offset: int, bits: int = 32) -> tuple[int, int]:
     raise InputError("corrupt codec data (a header field is too long)")
 
 
+# float images: decoded as float32 integers × scale (float64 product, rounded once), so the largest
+# 16-bit value must stay finite in float32; scales below float64's normal range are refused
+MIN_SCALE, MAX_SCALE = float(np.finfo(np.float64).tiny), float(np.finfo(np.float32).max) / 65535
+
+
 @dataclass(frozen=True)
 class Header:
     dtype: np.dtype
@@ -91,7 +95,7 @@ class Header:
 
     def __post_init__(self) -> None:
         """The limits every file obeys, checked when writing and when reading."""
-        if not (math.isfinite(self.scale) and self.scale >= 0):
+        if not (self.scale == 0 or MIN_SCALE <= self.scale <= MAX_SCALE):
             raise InputError("invalid intensity scale in a codec header")
         if not 1 <= self.bits <= np.dtype(self.dtype).itemsize * 8:
             raise InputError(f"bit depth {self.bits} for {self.dtype}")

@@ -243,6 +243,11 @@ class Reader:
     def categorical(self, count: int, counts: np.ndarray) -> np.ndarray:
         return self._decode(_categorical(counts), count) if count else np.zeros(0, np.int64)
 
+    def finish(self) -> None:
+        """A stream that the decoding did not use up was not written by this codec."""
+        if not self.decoder.maybe_exhausted():
+            raise InputError("corrupt codec payload (data after the end of the stream)")
+
     def uniform(self, count: int, bits: int) -> np.ndarray:
         if not count:
             return np.zeros(0, np.int64)

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from recon.codec.codec import Quality, compress, decompress_with_header
+from recon.codec.container import MAX_SCALE, MIN_SCALE
 from recon.codec.model import CodecModel
 from recon.errors import InputError
 from recon.files import atomic_outputs
@@ -53,7 +54,9 @@ def _as_integers(array: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
         raise InputError("float images must be non-negative (magnitude images)", path)
     top = float(array.max())
     scale = top / 65535 if top > 0 else 1.0
-    return np.round(array / scale).astype(np.uint16), scale
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise InputError(f"float pixels up to {top:g} are outside the range the codec stores (float32)", path)
+    return np.round(array.astype(np.float64) / scale).astype(np.uint16), scale
 
 
 def read_array(path: str | Path, dataset: str | None = None) -> tuple[np.ndarray, str, float]:
@@ -68,7 +71,7 @@ def read_array(path: str | Path, dataset: str | None = None) -> tuple[np.ndarray
         elif kind in ("png", "tiff"):
             import imagecodecs
 
-            array = imagecodecs.imread(str(path))
+            array = imagecodecs.imread(str(path), codec=kind)  # that decoder only: one error message
         elif kind == "dicom":
             import pydicom
 
@@ -82,7 +85,9 @@ def read_array(path: str | Path, dataset: str | None = None) -> tuple[np.ndarray
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"cannot read {kind} image ({type(exc).__name__}: {exc})", path) from None
+        reason = str(exc).splitlines()[0] if str(exc).strip() else ""
+        reason = "".join(c if c.isprintable() else "?" for c in reason)[:200]
+        raise InputError(f"cannot read {kind} image ({type(exc).__name__}: {reason})", path) from None
     array, scale = _as_integers(np.asarray(array), path)
     return array, kind, scale
 
@@ -155,7 +160,7 @@ def decompress_file(source: Path, out: Path, model: CodecModel, keep_kind: bool 
         out = out.with_name(out.name + EXTENSION[header.kind])
     kind = kind_of(out)
     if header.scale:
-        array = (array.astype(np.float32) * np.float32(header.scale)).astype(np.float32)
+        array = (array * header.scale).astype(np.float32)  # float64 product, rounded once
         if kind in ("png", "tiff", "dicom"):
             raise InputError(f"float data (from {header.kind}) cannot be written as {kind}; use .npy or .h5")
     write_array(out, array, kind)

@@ -87,9 +87,20 @@ class _Builder:
         }
 
 
-def _check_widths(widths: tuple[int, ...]) -> None:
-    if not widths or any(int(w) < 1 for w in widths) or len(widths) > 6:
-        raise InputError(f"widths must be 1 to 6 positive integers, got {widths}")
+MAX_WIDTH, MAX_BLOCKS = 1024, 16  # far above what a CPU or one GPU trains; guards absurd sizes
+
+
+def _is_count(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_widths(widths: tuple[int, ...], blocks: int) -> None:
+    if not (isinstance(widths, (list, tuple)) and 1 <= len(widths) <= 6):
+        raise InputError(f"widths must be 1 to 6 integers in [1, {MAX_WIDTH}], got {widths!r}")
+    if not all(_is_count(w, 1, MAX_WIDTH) for w in widths):
+        raise InputError(f"widths must be 1 to 6 integers in [1, {MAX_WIDTH}], got {widths!r}")
+    if not _is_count(blocks, 0, MAX_BLOCKS):
+        raise InputError(f"blocks must be an integer in [0, {MAX_BLOCKS}], got {blocks!r}")
 
 
 def gated_unet(
@@ -101,7 +112,7 @@ def gated_unet(
     gate_init: float = 0.0,
 ) -> dict[str, Any]:
     """U-Net super-network with gated residual blocks, gated skips and a gated global residual."""
-    _check_widths(widths)
+    _check_widths(widths, blocks)
     b = _Builder(in_channels)
     levels = []
     h = b.conv("stem", ["input"], widths[0])
@@ -134,9 +145,9 @@ def gated_autoencoder(
     gate_init: float = 0.0,
 ) -> dict[str, Any]:
     """Autoencoder super-network: the number of active ``latent`` channels is the searched code size."""
-    _check_widths(widths)
-    if latent < 1:
-        raise InputError(f"latent must be >= 1, got {latent}")
+    _check_widths(widths, blocks)
+    if not _is_count(latent, 1, MAX_WIDTH):
+        raise InputError(f"latent must be an integer in [1, {MAX_WIDTH}], got {latent!r}")
     b = _Builder(in_channels)
     h = b.conv("stem", ["input"], widths[0])
     for level, width in enumerate(widths):
