@@ -117,7 +117,7 @@ def write_pair(stem: str | os.PathLike, document: dict, tensors: dict) -> tuple[
     from safetensors.torch import save_file
 
     description, weights = pair_paths(stem)
-    _check_replaceable(description, weights, document.get("format"))
+    check_replaceable(stem, document.get("format"))
     with atomic_outputs(description, weights) as (d_tmp, w_tmp):
         d_tmp.write_text(json.dumps(document, indent=1) + "\n")
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(w_tmp))
@@ -125,9 +125,10 @@ def write_pair(stem: str | os.PathLike, document: dict, tensors: dict) -> tuple[
     return description, weights
 
 
-def _check_replaceable(description: Path, weights: Path, fmt: str | None) -> None:
+def check_replaceable(stem: str | os.PathLike, fmt: str | None) -> None:
     """A pair is only written over a pair of the same format: never over a model when writing
     weight samples, or over a file that is not a recon pair at all."""
+    description, weights = pair_paths(stem)
     if not description.exists() and not weights.exists():
         return
     try:

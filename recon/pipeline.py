@@ -23,7 +23,7 @@ from recon.datasets.readers import read_scan
 from recon.datasets.scan import Scan
 from recon.datasets.training import PatchDataset, image_pool, packaged_mr_root
 from recon.errors import InputError
-from recon.files import check_writable, pair_paths
+from recon.files import check_replaceable, check_writable, pair_paths
 from recon.metrics import auroc, ause, image_metrics, spearman
 from recon.metrics import coverage as coverage_metric
 from recon.modelio import bundled_models, load_model
@@ -49,6 +49,7 @@ from recon.uncertainty import (
     save_variance_head,
     variance_path,
 )
+from recon.uncertainty.samples import FORMAT as SAMPLES_FORMAT
 
 MRI = ("mri", "mri-multicoil")
 TASK_OF_OPERATOR = {"mri": "mri", "mri-multicoil": "mri", "blur": "deblur", "denoise": "denoise"}
@@ -359,6 +360,7 @@ def sample_model(
     method = entry.build(**entry.parse_params(texts))
     path = out if out is not None else samples_path(model_name, name)
     check_writable(path.parent)
+    check_replaceable(path, SAMPLES_FORMAT)
     model, metadata = load_model(model_name, device=device)
     task = task_of(metadata)
     data = _training_patches(metadata, sources, seed)

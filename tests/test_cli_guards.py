@@ -218,3 +218,13 @@ def test_a_payload_with_data_after_its_end_is_refused():
     longer.uniform(10, 4)
     with pytest.raises(InputError, match="after the end"):
         longer.finish()
+
+
+def test_samples_are_never_written_over_their_model(cli, tmp_path):
+    model = _model_copy(tmp_path)
+    before = _digest(tmp_path / "m.json")
+    result = cli(
+        "sample", "--model", model, "--sampler", "mc-dropout:steps=1", "--samples", "2", "--out", model
+    )
+    _clean_error(result, "not a recon.samples/1 file")
+    assert _digest(tmp_path / "m.json") == before
