@@ -32,7 +32,10 @@ of the comparison is tuned and the other not. ``--seeds`` repeats every method w
 (initialisation, sparse start, batch order and noise; the patches stay): the table reports means,
 the rates are chosen by mean validation PSNR, and each seed's scores are in the JSON (``best_seed``:
 the seed with the best validation PSNR, marked ``*`` in the table: the network a user who trains
-every seed would keep).
+every seed would keep). ``--select-every N`` scores every method's network every N steps on the
+validation images (compacted, as deployed) and keeps the best checkpoint whose kept fraction is
+within ``--select-budget`` (default: the method's target) instead of the last one: early stopping
+on validation, and a budget every kept network obeys, where λ control only holds the mean.
 
 Reported per method: PSNR / SSIM, weight density (non-zero fraction of the trained network), kept
 fraction (non-zero weights of the deployed, compacted network over the dense one's: what magnitude
@@ -182,6 +185,32 @@ def step_times(
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
 
 
+class _BestCheckpoint:
+    """Every ``every`` steps, the network's validation PSNR (compacted, as deployed) when its kept
+    fraction is within ``budget``; :meth:`restore` puts back the best such weights (the network a
+    user keeps: chosen on validation images, never on the held-out ones, and inside the budget)."""
+
+    def __init__(self, model: Reconstructor, task: Any, images: Any, every: int, budget: float):
+        self.model, self.task, self.images, self.every, self.budget = model, task, images, every, budget
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+
+    def __call__(self, step: int) -> None:
+        if step % self.every or compact_weight_fraction(self.model.net) > self.budget + 1e-9:
+            return
+        deployed = Reconstructor(compact(self.model.net), **self.model.config())
+        psnr = evaluate(deployed, self.task, self.images)["psnr"]
+        if self.best is None or psnr > self.best[0]:
+            state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            self.best = (psnr, step, state)
+
+    def restore(self, history: list[dict[str, Any]]) -> None:
+        if self.best is not None:
+            self.model.load_state_dict(self.best[2])
+            history.append(
+                {"step": self.best[1], "selected_val_psnr": self.best[0], "loss": history[-1]["loss"]}
+            )
+
+
 def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     task = build_task(task_name)
     widths = tuple(int(w) for w in args.widths.split(","))
@@ -208,12 +237,18 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         control=None,
         after=None,
         terms=(),
+        budget: float = 1.0,
     ):
         start = time.perf_counter()
         hooks = [f for f in (control, after) if f is not None]
         if args.lr_schedule == "cosine" or args.warmup:  # as `recon train`: every method's rates alike
             decay = LambdaLR(opt, learning_rate_factor(steps, args.lr_schedule, args.warmup))
             hooks.append(lambda s: decay.step())
+        keep = (
+            _BestCheckpoint(model, task, validation, args.select_every, budget) if args.select_every else None
+        )
+        if keep is not None:
+            hooks.append(keep)
         history = train(
             model,
             task,
@@ -228,6 +263,8 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             terms=terms,
             description=f"{task_name}/{name}",
         )
+        if keep is not None:
+            keep.restore(history)
         return history, time.perf_counter() - start
 
     def score(
@@ -271,10 +308,11 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         control=None,
         after=None,
         terms=(),
+        budget: float = 1.0,
     ) -> bool:
         """Train and score one method; a divergence is recorded instead of ending the benchmark."""
         try:
-            history, seconds = fit(name, model, opt, steps, seed, control, after, terms)
+            history, seconds = fit(name, model, opt, steps, seed, control, after, terms, budget)
         except FloatingPointError as exc:
             results[name] = {"diverged": str(exc)}
             print(f"  {name:10s} {exc}", flush=True)
@@ -334,7 +372,8 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             opt = AdaBreg(bregman_groups(model.net, lam, lr, gate_factor=10.0))
         control = DensityController(opt, model.net, target, every=10, measure=MEASURES[args.measure])
         terms = [Distillation(teachers[seed], args.distill)] if args.distill else []
-        if attempt(label, model, opt, args.steps, seed, True, control, terms=terms):
+        budget = args.select_budget or target
+        if attempt(label, model, opt, args.steps, seed, True, control, terms=terms, budget=budget):
             results[label]["lam_final"] = lam * control.scale
 
     runs = [("linbreg", targets[0])] + [("adabreg", t) for t in targets]
@@ -471,6 +510,19 @@ def main() -> None:
     parser.add_argument("--proxsgd-lam", dest="proxsgd_lam", type=float, default=1e-3)
     parser.add_argument(
         "--finetune", type=float, default=0.2, help="fraction of steps to fine-tune after pruning"
+    )
+    parser.add_argument(
+        "--select-every",
+        type=int,
+        default=0,
+        help="keep the checkpoint (every N steps) with the best validation PSNR within the budget "
+        "instead of the last one (0: the last one)",
+    )
+    parser.add_argument(
+        "--select-budget",
+        type=float,
+        default=None,
+        help="largest kept fraction a selected Bregman checkpoint may have (default: its target)",
     )
     parser.add_argument(
         "--distill",
