@@ -13,7 +13,7 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +219,11 @@ def _codec(name: str | None, device: Any) -> Any:
     return model
 
 
+Written = Callable[[Path], Sequence[Path]]  # every file one output name stands for
+
+
 def _paths(
-    source: Path, out: Path, suffixes: Any, suffix: str, written: Any = lambda out: [out]
+    source: Path, out: Path, suffixes: Any, suffix: str, written: Written = lambda out: [out]
 ) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one file to ``out``, or each file of a folder with one of ``suffixes``
     (``None``: what the dataset readers read) to ``out/<stem><suffix>``. ``written(output)``: every
@@ -245,7 +248,7 @@ def _paths(
     return pairs
 
 
-def _check_collisions(pairs: list[tuple[Path, Path]], written: Any) -> None:
+def _check_collisions(pairs: list[tuple[Path, Path]], written: Written) -> None:
     """Refuse, before any work, outputs that would replace an input (by any spelling of its path,
     links included) or that two inputs would both write (``x.png`` and ``x.npy`` → ``x.rcz``)."""
     inputs = {os.path.realpath(p) for p, _ in pairs}
