@@ -231,20 +231,20 @@ def _paths(
     from recon.files import check_writable
     from recon.pipeline import input_files
 
-    if not source.is_dir():
-        pairs = [(source, out)]
-    else:
-        if out.exists() and not out.is_dir():
-            raise InputError("with a folder of inputs, --out must be a folder", out)
+    folder = source.is_dir()
+    if folder and out.exists() and not out.is_dir():
+        raise InputError("with a folder of inputs, --out must be a folder", out)
+    pairs = [(source, out)]
+    if folder:
         pairs = [(p, out / (p.stem + suffix)) for p in input_files(source, suffixes)]
     _check_collisions(pairs, written)
-    if source.is_dir():
+    if folder:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"cannot create the output folder ({exc.strerror})", out) from None
-    for folder in {o.parent for _, o in pairs}:
-        check_writable(folder)
+    for parent in {o.parent for _, o in pairs}:
+        check_writable(parent)
     return pairs
 
 

@@ -93,7 +93,7 @@ def load_model(
         model = Reconstructor(net, **document["reconstructor"])
         metadata = document.get("metadata", {})
         if not isinstance(metadata, dict) or not isinstance(metadata.get("task", {}), dict):
-            raise TypeError("metadata and its task must be objects")
+            raise InputError("malformed model description (metadata and its task must be objects)", stem)
     except KeyError as exc:
         raise InputError(f"incomplete model description (missing {exc})", stem) from None
     except (TypeError, ValueError, AttributeError) as exc:  # a field of the wrong type or value
