@@ -76,6 +76,7 @@ from recon.plugins.distillation import Distillation
 from recon.reconstructors import Reconstructor
 from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
+from recon.sparsity.regularizers import Grouping
 from recon.sparsity.schedule import DensityController, learning_rate_factor
 from recon.tasks import build_task, evaluate
 from recon.train import train
@@ -93,9 +94,10 @@ def supernet(
     init: str = "measurement",
     start: float = 0.01,
     open_gates: tuple[str, ...] = (),
+    grouping: Grouping = "channel",
 ) -> Reconstructor:
     """The U-Net super-network as a reconstructor: dense (all gates open) or sparse (a fraction
-    ``start`` of the channels on, gates closed but the global residual's)."""
+    ``start`` of the channels, kernels or weights on, gates closed but the global residual's)."""
     net = GraphNet(gated_unet(widths=widths, blocks=1))
     g = torch.Generator().manual_seed(seed)
     if dense:
@@ -104,7 +106,7 @@ def supernet(
         sparse_init_(
             net,
             density=start,
-            grouping="channel",
+            grouping=grouping,
             keep_dense=("convs.head.",),
             open_gates=(GLOBAL_RESIDUAL, *(f"gates.{g}" for g in open_gates)),
             generator=g,
@@ -113,8 +115,12 @@ def supernet(
     return Reconstructor(net, init=init)
 
 
-def bregman_groups(net: GraphNet, lam: float, lr: float, gate_factor: float = 1.0) -> list[dict[str, Any]]:
-    groups = param_groups(net, GroupL12(lam, "channel"), L1(lam))
+def bregman_groups(
+    net: GraphNet, lam: float, lr: float, gate_factor: float = 1.0, grouping: Grouping = "channel"
+) -> list[dict[str, Any]]:
+    """Group ℓ1,2 of ``grouping`` on the weights (plain ℓ1 for ``element``), ℓ1 on the gates."""
+    weights = L1(lam) if grouping == "element" else GroupL12(lam, grouping)
+    groups = param_groups(net, weights, L1(lam))
     for group in groups:
         group["lr"] = lr * (gate_factor if group["name"] == "gates" else 1.0)
     return groups
@@ -363,13 +369,20 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def train_bregman(name: str, target: float, lr: float, label: str, seed: int) -> None:
         model = supernet(
-            widths, False, seed, probe, task.init, start=args.sparse_start, open_gates=args.open_gates
+            widths,
+            False,
+            seed,
+            probe,
+            task.init,
+            start=args.sparse_start,
+            open_gates=args.open_gates,
+            grouping=args.grouping,
         )
         lam = args.linbreg_lam if name == "linbreg" else args.lam
         if name == "linbreg":
-            opt = LinBreg(bregman_groups(model.net, lam, lr), momentum=0.9)
+            opt = LinBreg(bregman_groups(model.net, lam, lr, grouping=args.grouping), momentum=0.9)
         else:
-            opt = AdaBreg(bregman_groups(model.net, lam, lr, gate_factor=10.0))
+            opt = AdaBreg(bregman_groups(model.net, lam, lr, gate_factor=10.0, grouping=args.grouping))
         control = DensityController(opt, model.net, target, every=10, measure=MEASURES[args.measure])
         terms = [Distillation(teachers[seed], args.distill)] if args.distill else []
         budget = args.select_budget or target
@@ -388,7 +401,9 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     def train_proxsgd(label: str, seed: int) -> None:
         """Proximal SGD from the dense start, λ raised until the first target density is reached."""
         model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init)
-        opt = ProxSGD(bregman_groups(model.net, args.proxsgd_lam, args.proxsgd_lr), momentum=0.9)
+        opt = ProxSGD(
+            bregman_groups(model.net, args.proxsgd_lam, args.proxsgd_lr, grouping=args.grouping), momentum=0.9
+        )
         control = DensityController(opt, model.net, targets[0], every=10)
         attempt(label, model, opt, args.steps, seed, True, control)
 
@@ -546,6 +561,13 @@ def main() -> None:
         type=float,
         default=0.01,
         help="fraction of channels LinBreg / AdaBreg start with",
+    )
+    parser.add_argument(
+        "--grouping",
+        choices=("channel", "kernel", "element"),
+        default="channel",
+        help="the groups of the sparse methods' regularizer and sparse start: output channels (a "
+        "compactable architecture), single kernels, or single weights (ℓ1, unstructured)",
     )
     parser.add_argument(
         "--measure",

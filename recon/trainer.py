@@ -68,6 +68,7 @@ DENSITY_MEASURES = {
     "compact": compact_weight_fraction,
     "flops": compact_flop_fraction,
 }
+GROUPINGS = ("channel", "kernel", "element")
 
 
 @dataclass
@@ -93,6 +94,9 @@ class TrainConfig:
     lam: float = 0.05
     target_density: float | None = 0.12
     density_measure: str = "weights"  # what target_density bounds: see DENSITY_MEASURES
+    # the sparse optimizers' groups: output channels (a compactable architecture), single kernels, or
+    # single weights (ℓ1: unstructured, the most accurate per non-zero weight, but no smaller network)
+    grouping: str = "channel"
     init_density: float = 0.01
     steps: int = 3000
     batch: int = 8
@@ -284,6 +288,13 @@ def _validate(c: TrainConfig) -> None:
     if c.density_measure not in DENSITY_MEASURES:
         known = ", ".join(DENSITY_MEASURES)
         raise InputError(f"unknown density_measure {c.density_measure!r} (known: {known})")
+    if c.grouping not in GROUPINGS:
+        raise InputError(f"unknown grouping {c.grouping!r} (known: {', '.join(GROUPINGS)})")
+    if c.grouping != "channel" and c.optimizer in SPARSE and c.density_measure != "weights":
+        raise InputError(
+            f"grouping {c.grouping!r} zeroes weights inside live channels, which compaction keeps: "
+            "bound the non-zero weights with density_measure=weights"
+        )
 
 
 class Trainer:
@@ -334,7 +345,7 @@ class Trainer:
             sparse_init_(
                 net,
                 density=c.init_density if sparse else 1.0,
-                grouping="channel" if sparse else "element",
+                grouping=c.grouping if sparse else "element",
                 gate_value=0.0 if sparse else 1.0,
                 keep_dense=("convs.head.",),
                 open_gates=(GLOBAL_RESIDUAL,),
@@ -348,7 +359,8 @@ class Trainer:
         c = self.config
         if c.optimizer == "adam":
             return torch.optim.Adam(self.model.parameters(), lr=c.lr, foreach=True)
-        groups = param_groups(self.model.net, GroupL12(c.lam, "channel"), L1(c.lam))
+        weights = L1(c.lam) if c.grouping == "element" else GroupL12(c.lam, c.grouping)
+        groups = param_groups(self.model.net, weights, L1(c.lam))
         for group in groups:
             fast = group["name"] == "gates" and c.optimizer == "adabreg"
             group["lr"] = c.lr * (10.0 if fast else 1.0)

@@ -117,6 +117,31 @@ def test_density_measure_chooses_what_lambda_control_holds(tmp_path):
         Trainer(_config(density_measure="compact", network="dncnn", network_params="{}"), tmp_path / "x")
 
 
+def test_grouping_chooses_regularizer_and_sparse_start(tmp_path):
+    from recon.sparsity import L1, GroupL12
+
+    kinds = {"channel": GroupL12, "kernel": GroupL12, "element": L1}
+    for grouping, kind in kinds.items():
+        trainer = Trainer(_config(grouping=grouping, density_measure="weights"), tmp_path / grouping)
+        weights = next(g for g in trainer.optimizer.param_groups if g["name"] == "weights")
+        assert type(weights["reg"]) is kind and getattr(weights["reg"], "grouping", "element") == grouping
+        conv = trainer.model.net.convs["enc0_b0_conv1"].weight
+        # the sparse start switches whole groups on: zero channels, zero kernels, or scattered zeros
+        live_channels = int((conv.abs().sum(dim=(1, 2, 3)) > 0).sum())
+        live_kernels = int((conv.abs().sum(dim=(2, 3)) > 0).sum())
+        nonzero = int(torch.count_nonzero(conv))
+        if grouping == "channel":
+            assert nonzero == live_channels * conv[0].numel()
+        elif grouping == "kernel":
+            assert nonzero == live_kernels * conv[0, 0].numel() and live_kernels < conv.shape[0] * conv.shape[1]
+        else:
+            assert nonzero < conv.numel() and live_kernels * conv[0, 0].numel() > nonzero
+    with pytest.raises(InputError, match="unknown grouping"):
+        load_config("denoise-gauss", overrides={"grouping": "rows"})
+    with pytest.raises(InputError, match="density_measure=weights"):
+        load_config("denoise-gauss", overrides={"grouping": "element"})  # the recipe bounds "compact"
+
+
 def test_resume_errors(tmp_path):
     trainer = Trainer(_config(), tmp_path / "run")
     with pytest.raises(InputError, match="nothing to resume"):
