@@ -133,7 +133,8 @@ def test_grouping_chooses_regularizer_and_sparse_start(tmp_path):
         if grouping == "channel":
             assert nonzero == live_channels * conv[0].numel()
         elif grouping == "kernel":
-            assert nonzero == live_kernels * conv[0, 0].numel() and live_kernels < conv.shape[0] * conv.shape[1]
+            assert nonzero == live_kernels * conv[0, 0].numel()
+            assert live_kernels < conv.shape[0] * conv.shape[1]
         else:
             assert nonzero < conv.numel() and live_kernels * conv[0, 0].numel() > nonzero
     with pytest.raises(InputError, match="unknown grouping"):
