@@ -36,6 +36,12 @@ every seed would keep). ``--select-every N`` scores every method's network every
 validation images (compacted, as deployed) and keeps the best checkpoint whose kept fraction is
 within ``--select-budget`` (default: the method's target) instead of the last one: early stopping
 on validation, and a budget every kept network obeys, where λ control only holds the mean.
+``--settle F`` does the same by training instead: in the last fraction F of the steps λ only rises
+until the network is within its target, then its support is frozen and the rest of the steps train
+that architecture (:class:`~recon.sparsity.schedule.DensityController`). ``--grouping element`` or
+``kernel`` makes the Bregman methods' regularizer (and sparse start) act on single weights (ℓ1) or
+single kernels instead of whole channels: unstructured sparsity, which magnitude pruning also is,
+measured with ``--measure weights``.
 
 Reported per method: PSNR / SSIM, weight density (non-zero fraction of the trained network), kept
 fraction (non-zero weights of the deployed, compacted network over the dense one's: what magnitude
@@ -383,7 +389,10 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             opt = LinBreg(bregman_groups(model.net, lam, lr, grouping=args.grouping), momentum=0.9)
         else:
             opt = AdaBreg(bregman_groups(model.net, lam, lr, gate_factor=10.0, grouping=args.grouping))
-        control = DensityController(opt, model.net, target, every=10, measure=MEASURES[args.measure])
+        settle = round(args.steps * (1 - args.settle)) if args.settle else None
+        control = DensityController(
+            opt, model.net, target, every=10, measure=MEASURES[args.measure], settle=settle
+        )
         terms = [Distillation(teachers[seed], args.distill)] if args.distill else []
         budget = args.select_budget or target
         if attempt(label, model, opt, args.steps, seed, True, control, terms=terms, budget=budget):
@@ -561,6 +570,13 @@ def main() -> None:
         type=float,
         default=0.01,
         help="fraction of channels LinBreg / AdaBreg start with",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="fraction of the steps at the end in which λ only rises until the measure is within the "
+        "target, then the support is frozen, so that every network ends inside its budget (0: off)",
     )
     parser.add_argument(
         "--grouping",

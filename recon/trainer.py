@@ -97,6 +97,9 @@ class TrainConfig:
     # the sparse optimizers' groups: output channels (a compactable architecture), single kernels, or
     # single weights (ℓ1: unstructured, the most accurate per non-zero weight, but no smaller network)
     grouping: str = "channel"
+    # fraction of the steps at the end in which λ only rises until the measure is within the target,
+    # after which the support is frozen (every run ends inside its budget: DensityController)
+    settle: float = 0.0
     init_density: float = 0.01
     steps: int = 3000
     batch: int = 8
@@ -288,6 +291,8 @@ def _validate(c: TrainConfig) -> None:
     if c.density_measure not in DENSITY_MEASURES:
         known = ", ".join(DENSITY_MEASURES)
         raise InputError(f"unknown density_measure {c.density_measure!r} (known: {known})")
+    if not 0 <= c.settle < 1:
+        raise InputError(f"settle must be a fraction of the steps in [0, 1), got {c.settle}")
     if c.grouping not in GROUPINGS:
         raise InputError(f"unknown grouping {c.grouping!r} (known: {', '.join(GROUPINGS)})")
     if c.grouping != "channel" and c.optimizer in SPARSE and c.density_measure != "weights":
@@ -323,6 +328,7 @@ class Trainer:
                 config.target_density,
                 every=10,
                 measure=DENSITY_MEASURES[config.density_measure],
+                settle=round(config.steps * (1 - config.settle)) if config.settle else None,
             )
         factor = learning_rate_factor(config.steps, config.lr_schedule, config.warmup)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
@@ -408,6 +414,7 @@ class Trainer:
                 "config": self.config.as_dict(),
                 "param_groups": state["param_groups"],
                 "lam_scale": self.control.scale if self.control else 1.0,
+                "support_frozen": bool(self.control and self.control.frozen),
             }
             (temp / "state.json").write_text(json.dumps(meta, indent=1))
             shutil.rmtree(final, ignore_errors=True)
@@ -454,6 +461,8 @@ class Trainer:
         self.generator.set_state(tensors["generator"])
         if self.control is not None:
             self.control.scale = float(meta.get("lam_scale", 1.0))
+            if meta.get("support_frozen"):
+                self.control.freeze()  # the weights are loaded: their zeros are the frozen support
         self.schedule.last_epoch = int(meta["step"])  # the learning rates themselves came with the groups
         return int(meta["step"]), list(meta["history"])
 

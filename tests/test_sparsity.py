@@ -334,6 +334,43 @@ def test_density_control_follows_its_measure():
     assert control.scale == pytest.approx(2.0) and first.lam == pytest.approx(0.1)
 
 
+def test_density_control_settles_then_freezes_the_support():
+    """From ``settle`` on λ only rises until the measure is within the target; then the zero weights
+    stay zero through further steps (θ and v), the others keep training, and λ stays put."""
+    from recon.sparsity.schedule import DensityController
+
+    model = _mlp()
+    with torch.no_grad():
+        sparse_init_(model, density=0.3, grouping="channel", generator=torch.Generator().manual_seed(0))
+    opt = AdaBreg(param_groups(model, GroupL12(0.1, "channel"), L1(0.1)), lr=1e-2)
+    readings = iter([0.1, 0.3, 0.25, 0.2])
+    control = DensityController(
+        opt, model, 0.2, factor=2.0, every=5, settle=10, measure=lambda m: next(readings)
+    )
+    weights = next(g for g in opt.param_groups if g["name"] == "weights")
+    for step, lam in ((5, 0.05), (10, 0.1), (15, 0.2)):  # below the band: falls; after settle: only rises
+        control(step)
+        assert weights["reg"].lam == pytest.approx(lam) and not control.frozen
+    x, y = _data()
+    _steps(model, opt, 3, x, y)
+    control(20)  # 0.2 <= target: frozen
+    assert control.frozen and weights["reg"].lam == pytest.approx(0.2)
+    zero = {name: (p == 0).clone() for name, p in model.named_parameters() if p.dim() >= 2}
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    assert any(z.any() for z in zero.values()) and any((~z).any() for z in zero.values())
+    opt.scale_regularization(1e-3)  # without the frozen support this switches every zero group on
+    for step in range(21, 31):
+        _steps(model, opt, 1, x, y)
+        control(step)  # holds the support; no measure is taken (the readings are used up)
+    for name, p in model.named_parameters():
+        if name in zero:
+            assert not p[zero[name]].any() and not opt.state[p]["v"][zero[name]].any()
+            assert not torch.equal(p[~zero[name]], before[name][~zero[name]])
+    assert control.scale == pytest.approx(2.0)  # ÷2, ×2, ×2 before the freeze; nothing after
+    with pytest.raises(InputError):
+        DensityController(opt, model, 0.2, settle=-1)
+
+
 def test_learning_rate_factor_warms_up_then_follows_its_schedule():
     from recon.sparsity.schedule import cosine_decay, learning_rate_factor
 

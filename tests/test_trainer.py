@@ -143,6 +143,21 @@ def test_grouping_chooses_regularizer_and_sparse_start(tmp_path):
         load_config("denoise-gauss", overrides={"grouping": "element"})  # the recipe bounds "compact"
 
 
+def test_frozen_support_survives_resume(tmp_path):
+    trainer = Trainer(_config(settle="0.5"), tmp_path / "run")
+    assert trainer.control.settle == 4  # the last half of the 8 steps
+    trainer.control.freeze()
+    trainer.checkpoint(4, [])
+    resumed = Trainer(_config(settle="0.5"), tmp_path / "run")
+    resumed.restore()
+    assert resumed.control.frozen
+    masks = [m for m in trainer.control.support.values()]
+    for a, b in zip(masks, resumed.control.support.values(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(InputError, match="settle"):
+        load_config("denoise-gauss", overrides={"settle": "1"})
+
+
 def test_resume_errors(tmp_path):
     trainer = Trainer(_config(), tmp_path / "run")
     with pytest.raises(InputError, match="nothing to resume"):

@@ -13,6 +13,13 @@ What is measured is a choice (``measure``): by default the non-zero fraction of 
 :func:`recon.nets.compact_flop_fraction` measure the compacted network instead, which is what is
 deployed. With channel groups most non-zero weights of a sparse network read switched-off channels
 and are folded away, so the two differ by a factor of 2–4.
+
+Control holds the measure in a band around the target, and with channel groups a single network
+toggles around it (one channel switching on moves the compacted size by a step), so a run ends
+wherever the last toggle left it. With ``settle`` = S, from step S on λ only rises, until the measure
+is at most the target; then the *support is frozen*: every weight that is zero stays zero
+(:math:`\theta_j = v_j = 0` after every step) and λ no longer moves, so the remaining steps train a
+fixed architecture that is within the budget (the measure can still fall, never rise).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from recon.errors import InputError
@@ -41,21 +49,37 @@ class DensityController:
         every: int = 10,
         keep_weights: bool = False,
         measure: Callable[[nn.Module], float] = density,
+        settle: int | None = None,
     ):
-        if not 0 < target <= 1 or factor <= 1 or every < 1:
-            raise InputError(f"invalid density control: target {target}, factor {factor}, every {every}")
+        if not 0 < target <= 1 or factor <= 1 or every < 1 or (settle is not None and settle < 0):
+            raise InputError(
+                f"invalid density control: target {target}, factor {factor}, every {every}, settle {settle}"
+            )
         if not hasattr(optimizer, "scale_regularization"):
             raise InputError(f"{type(optimizer).__name__} has no adjustable regularisation")
         self.optimizer, self.model, self.target = optimizer, model, target
         self.factor, self.tolerance, self.every, self.keep_weights = factor, tolerance, every, keep_weights
-        self.measure = measure
+        self.measure, self.settle = measure, settle
         self.scale = 1.0  # product of all changes so far
+        self.support: dict[torch.Tensor, torch.Tensor] | None = None  # frozen: parameter -> non-zero mask
+
+    @property
+    def frozen(self) -> bool:
+        return self.support is not None
 
     def __call__(self, step: int) -> None:
+        if self.frozen:
+            self._hold_support()
+            return
         if step % self.every:
             return
         current = self.measure(self.model)
-        if current > self.target * (1 + self.tolerance):
+        if self.settle is not None and step >= self.settle:
+            if current <= self.target:
+                self.freeze()
+                return
+            change = self.factor
+        elif current > self.target * (1 + self.tolerance):
             change = self.factor
         elif current < self.target * (1 - self.tolerance):
             change = 1 / self.factor
@@ -63,6 +87,25 @@ class DensityController:
             return
         self.optimizer.scale_regularization(change, keep_weights=self.keep_weights)
         self.scale *= change
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Freeze the support: the regularised weights that are zero now stay zero (a resumed run
+        calls this again; the zeros are where they were)."""
+        self.support = {
+            p: p != 0
+            for group in self.optimizer.param_groups
+            if group.get("name") in ("weights", "gates")
+            for p in group["params"]
+        }
+
+    @torch.no_grad()
+    def _hold_support(self) -> None:
+        for p, mask in self.support.items():
+            p.mul_(mask)
+            state = self.optimizer.state.get(p, {})
+            if "v" in state:
+                state["v"].mul_(mask)
 
 
 def cosine_decay(steps: int, floor: float = 0.05) -> Callable[[int], float]:
