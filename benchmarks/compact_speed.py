@@ -52,8 +52,8 @@ def dense_twin(net: GraphNet, config: dict[str, Any]) -> GraphNet:
     if config.get("network") != "gated-unet":
         raise SystemExit(f"only gated-unet models can be rebuilt, got {config.get('network')!r}")
     params = dict(config.get("network_params", {}))
-    stem, head = net.convs["stem"], net.convs["head"]
-    return GraphNet(gated_unet(stem.in_channels, head.out_channels, **params)).eval()
+    channels = int(net.spec["in_channels"])  # the image's (a residual U-Net's output has as many)
+    return GraphNet(gated_unet(channels, channels, **params)).eval()
 
 
 def layer_rows(compact: GraphNet, dense: GraphNet, size: tuple[int, int]) -> list[dict[str, Any]]:

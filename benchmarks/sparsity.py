@@ -101,10 +101,11 @@ def supernet(
     start: float = 0.01,
     open_gates: tuple[str, ...] = (),
     grouping: Grouping = "channel",
+    unshuffle: int = 1,
 ) -> Reconstructor:
     """The U-Net super-network as a reconstructor: dense (all gates open) or sparse (a fraction
     ``start`` of the channels, kernels or weights on, gates closed but the global residual's)."""
-    net = GraphNet(gated_unet(widths=widths, blocks=1))
+    net = GraphNet(gated_unet(widths=widths, blocks=1, unshuffle=unshuffle))
     g = torch.Generator().manual_seed(seed)
     if dense:
         sparse_init_(net, density=1.0, grouping="element", gate_value=1.0, generator=g)
@@ -168,13 +169,13 @@ def inference_ms(net: GraphNet, repeats: int = 15) -> float:
 
 
 def step_times(
-    widths: tuple[int, ...], batch: int, probe: torch.Tensor, repeats: int = 12
+    widths: tuple[int, ...], batch: int, probe: torch.Tensor, repeats: int = 12, unshuffle: int = 1
 ) -> dict[str, float]:
     """Median ms of one training step per optimizer, interleaved on identical networks."""
     x = torch.rand(batch, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     setups = {}
     for name in ("adam", "linbreg", "adabreg", "proxsgd"):
-        net = supernet(widths, dense=True, seed=0, probe=probe).net
+        net = supernet(widths, dense=True, seed=0, probe=probe, unshuffle=unshuffle).net
         if name == "adam":
             opt = torch.optim.Adam(net.parameters(), lr=1e-4, foreach=True)
         elif name == "linbreg":
@@ -233,7 +234,8 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     probe = Reconstructor(GraphNet(gated_unet(widths=(2,), blocks=0)), init=task.init).net_input(
         sample.y, sample.physics
     )
-    full_weights = sum(p.numel() for p in supernet(widths, True, 0, probe).net.parameters() if p.dim() >= 2)
+    dense_net = supernet(widths, True, 0, probe, unshuffle=args.unshuffle).net
+    full_weights = sum(p.numel() for p in dense_net.parameters() if p.dim() >= 2)
     held_out = image_pool(("mr", "natural"), "test")
     validation = image_pool(("mr", "natural"), "val")
     results: dict[str, dict[str, Any]] = {}
@@ -361,7 +363,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         return outcomes[best]
 
     def train_adam(lr: float, label: str, seed: int) -> Reconstructor:
-        model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init)
+        model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init, unshuffle=args.unshuffle)
         opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
         attempt(label, model, opt, args.steps, seed, False)
         return model
@@ -383,6 +385,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             start=args.sparse_start,
             open_gates=args.open_gates,
             grouping=args.grouping,
+            unshuffle=args.unshuffle,
         )
         lam = args.linbreg_lam if name == "linbreg" else args.lam
         if name == "linbreg":
@@ -409,7 +412,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def train_proxsgd(label: str, seed: int) -> None:
         """Proximal SGD from the dense start, λ raised until the first target density is reached."""
-        model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init)
+        model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init, unshuffle=args.unshuffle)
         opt = ProxSGD(
             bregman_groups(model.net, args.proxsgd_lam, args.proxsgd_lr, grouping=args.grouping), momentum=0.9
         )
@@ -442,7 +445,9 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     thin_widths = tuple(max(1, round(w * math.sqrt(reference))) for w in widths)
 
     def train_thin(label: str, seed: int) -> None:
-        model = supernet(thin_widths, dense=True, seed=seed, probe=probe, init=task.init)
+        model = supernet(
+            thin_widths, dense=True, seed=seed, probe=probe, init=task.init, unshuffle=args.unshuffle
+        )
         opt = torch.optim.Adam(model.parameters(), lr=adam_lr, foreach=True)
         attempt(label, model, opt, args.steps, seed, False)
 
@@ -572,6 +577,12 @@ def main() -> None:
         help="fraction of channels LinBreg / AdaBreg start with",
     )
     parser.add_argument(
+        "--unshuffle",
+        type=int,
+        default=1,
+        help="run the super-network on f×f pixel blocks as channels (pixel_unshuffle f; 1: off)",
+    )
+    parser.add_argument(
         "--settle",
         type=float,
         default=0.0,
@@ -613,7 +624,7 @@ def main() -> None:
         f"target densities {args.targets}"
     )
     probe = torch.rand(8, 1, 64, 64, generator=torch.Generator().manual_seed(0))
-    steps_ms = step_times(widths, args.batch, probe)
+    steps_ms = step_times(widths, args.batch, probe, unshuffle=args.unshuffle)
     print(
         "training step ms:",
         {k: round(v, 1) for k, v in steps_ms.items()},

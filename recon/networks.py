@@ -46,9 +46,13 @@ def gated_unet(
     blocks: int = 1,
     residual: bool = True,
     gate_init: float = 0.0,
+    unshuffle: int = 1,
 ) -> nn.Module:
-    """Searchable U-Net (GraphNet) with gated residual blocks, skips and global residual."""
-    return GraphNet(search_spaces.gated_unet(in_channels, out_channels, widths, blocks, residual, gate_init))
+    """Searchable U-Net (GraphNet) with gated residual blocks, skips and global residual; ``unshuffle``
+    f runs it on f×f pixel blocks as channels (faster on a CPU at the same FLOPs)."""
+    return GraphNet(
+        search_spaces.gated_unet(in_channels, out_channels, widths, blocks, residual, gate_init, unshuffle)
+    )
 
 
 def gated_autoencoder(

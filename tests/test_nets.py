@@ -91,20 +91,42 @@ def test_spec_validation(change, message):
         GraphNet(spec)
 
 
+def test_pixel_unshuffle_runs_the_graph_on_pixel_blocks():
+    """With ``pixel_unshuffle`` f the net is shuffle(graph(unshuffle(x))) on the reflect-padded image,
+    cropped back; its FLOPs are the graph's on the f-times smaller input."""
+    spec = gated_unet(2, 2, widths=(4, 8), unshuffle=2)
+    assert spec["in_channels"] == 2 and spec["pixel_unshuffle"] == 2
+    net = _sparsify(GraphNet(spec), seed=1).double()
+    plain = GraphNet({k: v for k, v in spec.items() if k != "pixel_unshuffle"} | {"in_channels": 8})
+    plain.load_state_dict(net.state_dict())
+    plain.double()
+    x = torch.randn(3, 2, 21, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (0, 0, 0, 1), mode="reflect")
+    expected = torch.nn.functional.pixel_shuffle(plain(torch.nn.functional.pixel_unshuffle(padded, 2)), 2)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), expected[..., :21, :], rtol=0, atol=0)
+    assert flops(spec, (21, 16)) == flops(plain.spec, (11, 8))
+    for bad in (0, 9, 1.5, True):
+        with pytest.raises(InputError, match="unshuffle"):
+            GraphNet({**spec, "pixel_unshuffle": bad})
+
+
+def _family(family: str, widths: tuple[int, ...]) -> dict:
+    if family == "autoencoder":
+        return gated_autoencoder(widths=widths[:2], latent=10)
+    return gated_unet(widths=widths, blocks=2, unshuffle=2 if family == "unet-unshuffled" else 1)
+
+
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize("family", ["unet", "autoencoder"])
+@pytest.mark.parametrize("family", ["unet", "autoencoder", "unet-unshuffled"])
 def test_compaction_preserves_outputs_and_cuts_flops(seed, family):
-    spec = (
-        gated_unet(widths=(6, 12, 24), blocks=2)
-        if family == "unet"
-        else gated_autoencoder(widths=(6, 12), latent=10)
-    )
-    net = _sparsify(GraphNet(spec), seed)
+    net = _sparsify(GraphNet(_family(family, (6, 12, 24))), seed)
+    size = (31, 34) if family == "unet-unshuffled" else (32, 32)
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
         net = net.to(dtype)
         small = compact(net)
         assert next(small.parameters()).dtype == dtype
-        x = torch.randn(2, 1, 32, 32, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+        x = torch.randn(2, 1, *size, dtype=dtype, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
             a, b = net(x), small(x)
             last = small.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
@@ -145,16 +167,13 @@ def test_compact_fractions_count_only_what_compaction_keeps():
     assert compact_weight_fraction(dense) == 1.0 and compact_flop_fraction(dense) == 1.0
 
 
-@pytest.mark.parametrize("family", ["unet", "autoencoder"])
+@pytest.mark.parametrize("family", ["unet", "autoencoder", "unet-unshuffled"])
 @pytest.mark.parametrize("subset", ["all", "last", "gates"])
 @pytest.mark.parametrize("per_sample_input", [False, True])
 def test_stacked_forward_matches_one_pass_per_weight_set(family, subset, per_sample_input):
-    spec = (
-        gated_unet(widths=(4, 8), blocks=1)
-        if family == "unet"
-        else gated_autoencoder(widths=(4, 8), latent=6)
-    )
-    net = compact(_sparsify(GraphNet(spec), seed=3)).double()  # compacted: take/to/offset/const nodes
+    net = compact(
+        _sparsify(GraphNet(_family(family, (4, 8))), seed=3)
+    ).double()  # compacted: take/to/offset/const nodes
     params = {n: p.detach() for n, p in net.named_parameters()}
     names = {
         "all": list(params),
@@ -166,7 +185,8 @@ def test_stacked_forward_matches_one_pass_per_weight_set(family, subset, per_sam
         n: params[n] + 0.1 * torch.randn((k, *params[n].shape), generator=g, dtype=torch.float64)
         for n in names
     }
-    shape = (k, 2, 1, 16, 16) if per_sample_input else (2, 1, 16, 16)
+    size = (15, 18) if family == "unet-unshuffled" else (16, 16)
+    shape = (k, 2, 1, *size) if per_sample_input else (2, 1, *size)
     x = torch.randn(shape, generator=g, dtype=torch.float64)
     with torch.no_grad():
         out = stacked_forward(net, {**params, **stacked}, set(stacked), x, k)

@@ -36,8 +36,8 @@ def compact(net: GraphNet, tol: float = 0.0) -> GraphNet:
     channels = node_channels(spec)
     output = spec["output"]
     params = {k: v.detach().double().cpu() for k, v in net.state_dict().items()}
-    live: dict[str, Tensor] = {"input": torch.ones(spec["in_channels"], dtype=torch.bool)}
-    value: dict[str, Tensor] = {"input": torch.zeros(spec["in_channels"], dtype=torch.float64)}
+    live: dict[str, Tensor] = {"input": torch.ones(channels["input"], dtype=torch.bool)}
+    value: dict[str, Tensor] = {"input": torch.zeros(channels["input"], dtype=torch.float64)}
     reads: dict[str, Tensor] = {}  # conv: (out, in) "kernel is non-zero"
     folded: dict[str, Tensor] = {}  # conv: bias + contribution of constant inputs (before act)
 
@@ -98,7 +98,7 @@ def compact(net: GraphNet, tol: float = 0.0) -> GraphNet:
             used[node["inputs"][0]] |= keep_out & live[node["inputs"][0]]
 
     keep = {n: used[n] & live[n] for n in channels}
-    keep["input"] = torch.ones(spec["in_channels"], dtype=torch.bool)
+    keep["input"] = torch.ones(channels["input"], dtype=torch.bool)
     keep[output] = torch.ones(channels[output], dtype=torch.bool)
     for node in nodes:  # a resize passes on every kept channel of its source
         if node["op"] == "upsample":

@@ -18,6 +18,16 @@ topological order:
 
 Every operation maps a spatially constant channel to a constant channel (reflect padding, bilinear
 resizing): that is what lets compaction fold dead units into biases exactly.
+
+``"pixel_unshuffle": f`` (optional, default 1) runs the graph on the image rearranged into f×f
+blocks: the image (``in_channels`` channels, padded by reflection to multiples of f) becomes
+``in_channels·f²`` channels at 1/f of its size (``torch.nn.functional.pixel_unshuffle``, the node
+``"input"``), and the output node's channels are put back the same way and cropped. The
+rearrangement is a permutation, so it costs no arithmetic; what it buys is speed on a CPU: the first
+level of a U-Net then runs f² times fewer pixels at f² times more channels for the same FLOPs, and a
+convolution over few channels at full resolution is memory-bound (its time follows the activations it
+reads and writes, not its FLOPs), one over more channels at lower resolution is not. That is what lets
+a compacted network's speedup follow its FLOP reduction (BENCHMARKS.md, Sparse training).
 """
 
 from __future__ import annotations
@@ -40,6 +50,34 @@ from recon.files import atomic_outputs
 FORMAT = "recon.graph/1"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 OPS = ("conv", "add", "upsample", "const")
+MAX_UNSHUFFLE = 8
+
+
+def unshuffle_factor(spec: Mapping[str, Any]) -> int:
+    """The spec's ``pixel_unshuffle`` factor (1: none), validated."""
+    f = spec.get("pixel_unshuffle", 1)
+    if not isinstance(f, int) or isinstance(f, bool) or not 1 <= f <= MAX_UNSHUFFLE:
+        _fail(f"pixel_unshuffle must be an integer in [1, {MAX_UNSHUFFLE}], got {f!r}")
+    return f
+
+
+def to_graph_input(spec: Mapping[str, Any], x: Tensor) -> Tensor:
+    """The image ``(..., C, H, W)`` as the graph's ``input`` node (see ``pixel_unshuffle``)."""
+    f = unshuffle_factor(spec)
+    if f == 1:
+        return x
+    pad_h, pad_w = -x.shape[-2] % f, -x.shape[-1] % f
+    if pad_h or pad_w:
+        mode = "reflect" if min(x.shape[-2:]) > max(pad_h, pad_w) else "replicate"
+        padded = F.pad(x.reshape(-1, *x.shape[-3:]), (0, pad_w, 0, pad_h), mode=mode)
+        x = padded.reshape(*x.shape[:-2], *padded.shape[-2:])
+    return F.pixel_unshuffle(x, f)
+
+
+def from_graph_output(spec: Mapping[str, Any], y: Tensor, size: tuple[int, int]) -> Tensor:
+    """The output node's value back at the image's ``size`` (the inverse of :func:`to_graph_input`)."""
+    f = unshuffle_factor(spec)
+    return y if f == 1 else F.pixel_shuffle(y, f)[..., : size[0], : size[1]]
 
 
 def _fail(message: str) -> None:
@@ -50,7 +88,7 @@ def node_channels(spec: Mapping[str, Any]) -> dict[str, int]:
     """Output channels of every node (validating the spec on the way)."""
     if spec.get("format") != FORMAT:
         _fail(f"format must be {FORMAT!r}, got {spec.get('format')!r}")
-    channels = {"input": int(spec["in_channels"])}
+    channels = {"input": int(spec["in_channels"]) * unshuffle_factor(spec) ** 2}
     gates = spec.get("gates", {})
     for node in spec["nodes"]:
         name, op, inputs = node.get("name"), node.get("op"), node.get("inputs", [])
@@ -126,7 +164,7 @@ class GraphNet(nn.Module):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        values: dict[str, Tensor] = {"input": x}
+        values: dict[str, Tensor] = {"input": to_graph_input(self.spec, x)}
         for node in self.spec["nodes"]:
             name, op = node["name"], node["op"]
             if op == "conv":
@@ -140,7 +178,7 @@ class GraphNet(nn.Module):
                 values[name] = upsample(node, values[node["inputs"][0]], like)
             else:
                 values[name] = self.constant(name, values[node["inputs"][0]])
-        return values[self.spec["output"]]
+        return from_graph_output(self.spec, values[self.spec["output"]], x.shape[-2:])
 
     def constant(self, node: str, like: Tensor) -> Tensor:
         """A ``const`` node's channels at ``like``'s batch and spatial size."""
@@ -214,8 +252,10 @@ def upsample(node: Mapping[str, Any], src: Tensor, like: Tensor | None) -> Tenso
 
 
 def spatial_sizes(spec: Mapping[str, Any], size: tuple[int, int]) -> dict[str, tuple[int, int]]:
-    """Spatial size of every node's output for an input of ``size``."""
-    sizes = {"input": (int(size[0]), int(size[1]))}
+    """Spatial size of every node's output for an image of ``size`` (the graph's input is 1/f of
+    it with ``pixel_unshuffle`` f)."""
+    f = unshuffle_factor(spec)
+    sizes = {"input": (-(-int(size[0]) // f), -(-int(size[1]) // f))}
     for node in spec["nodes"]:
         first = sizes[node["inputs"][0]]
         if node["op"] == "conv":

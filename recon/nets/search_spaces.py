@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from recon.errors import InputError
-from recon.nets.graph import FORMAT
+from recon.nets.graph import FORMAT, MAX_UNSHUFFLE
 
 GLOBAL_RESIDUAL = "gates.skip_input"
 """Parameter name of :func:`gated_unet`'s global residual gate (sparse starts open it)."""
@@ -110,9 +110,16 @@ def gated_unet(
     blocks: int = 1,
     residual: bool = True,
     gate_init: float = 0.0,
+    unshuffle: int = 1,
 ) -> dict[str, Any]:
-    """U-Net super-network with gated residual blocks, gated skips and a gated global residual."""
+    """U-Net super-network with gated residual blocks, gated skips and a gated global residual.
+    ``unshuffle`` f > 1 runs it on the image's f×f blocks as channels (the spec's
+    ``pixel_unshuffle``: ``in_channels·f²`` channels at 1/f of the size, see :mod:`recon.nets.graph`)."""
     _check_widths(widths, blocks)
+    if not _is_count(unshuffle, 1, MAX_UNSHUFFLE):
+        raise InputError(f"unshuffle must be an integer in [1, {MAX_UNSHUFFLE}], got {unshuffle!r}")
+    in_channels, image_channels = in_channels * unshuffle**2, in_channels
+    out_channels *= unshuffle**2
     b = _Builder(in_channels)
     levels = []
     h = b.conv("stem", ["input"], widths[0])
@@ -134,7 +141,10 @@ def gated_unet(
         if in_channels != out_channels:
             raise InputError("a global residual needs in_channels == out_channels")
         output = b.add("residual", [head, "input"], [None, b.gate("skip_input", gate_init)], out_channels)
-    return b.spec(output, family="gated-unet", fixed=["head"])
+    spec = b.spec(output, family="gated-unet", fixed=["head"])
+    if unshuffle > 1:
+        spec.update(in_channels=image_channels, pixel_unshuffle=unshuffle)
+    return spec
 
 
 def gated_autoencoder(

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from recon.nets.graph import GraphNet, add_node, upsample
+from recon.nets.graph import GraphNet, add_node, from_graph_output, to_graph_input, upsample
 
 
 class _Value:
@@ -60,6 +60,8 @@ def stacked_forward(
     ``params`` maps every parameter name to a tensor; those named in ``stacked`` carry a leading
     sample dimension of size ``k``. ``x`` is ``(N, C, H, W)`` (the same input for every sample) or
     ``(K, N, C, H, W)``."""
+    size = x.shape[-2:]
+    x = to_graph_input(net.spec, x)
     if x.dim() == 5:
         n, c = x.shape[1], x.shape[2]
         start = _Value(x.transpose(0, 1).reshape(n, k * c, *x.shape[-2:]), True, c)
@@ -68,7 +70,7 @@ def stacked_forward(
     run = _Run(net, params, stacked, k, {"input": start})
     for node in net.spec["nodes"]:
         run.values[node["name"]] = run.node(node)
-    return run.values[net.spec["output"]].as_5d(k).transpose(0, 1)
+    return from_graph_output(net.spec, run.values[net.spec["output"]].as_5d(k).transpose(0, 1), size)
 
 
 @dataclass
