@@ -362,6 +362,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         task_params=task_params,
         widths=integers(args.widths),
         blocks=args.blocks,
+        unshuffle=args.unshuffle,
         latent=args.latent,
         lam=args.lam,
         gate_lam=args.gate_lam,
@@ -542,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patch", type=int, default=64)
     p.add_argument("--widths", default="16,32,64", help="channels per U-Net level")
     p.add_argument("--blocks", type=int, default=1, help="residual blocks per level")
+    p.add_argument(
+        "--unshuffle",
+        type=int,
+        default=1,
+        help="U-Net on f×f pixel blocks as channels: f² times fewer pixels per level, faster when compacted",
+    )
     p.add_argument("--latent", type=int, default=64, help="latent channels of the autoencoder super-network")
     p.add_argument("--init-density", dest="init_density", type=float, default=0.01)
     p.add_argument("--sources", default="mr,natural,phantom", help="training images: mr, natural, phantom")

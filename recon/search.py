@@ -42,6 +42,7 @@ class SearchConfig:
     task_params: dict[str, Any] = field(default_factory=dict)
     widths: tuple[int, ...] = (16, 32, 64)
     blocks: int = 1
+    unshuffle: int = 1  # U-Nets: run on f×f pixel blocks as channels (faster compacted networks on a CPU)
     latent: int = 64
     lam: float = 0.05
     gate_lam: float | None = None
@@ -66,7 +67,9 @@ def build_supernet(config: SearchConfig, channels: int = 1) -> GraphNet:
             channels, config.widths[:-1] or config.widths, config.latent, config.blocks
         )
     else:
-        spec = search_spaces.gated_unet(channels, channels, config.widths, config.blocks, residual=True)
+        spec = search_spaces.gated_unet(
+            channels, channels, config.widths, config.blocks, residual=True, unshuffle=config.unshuffle
+        )
     return GraphNet(spec)
 
 

@@ -99,11 +99,13 @@ def test_training_reduces_the_loss_and_evaluate_scores():
 
 
 @pytest.mark.slow
-def test_search_writes_architecture_plot_and_compact_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("unshuffle", [1, 2])
+def test_search_writes_architecture_plot_and_compact_model(tmp_path, monkeypatch, unshuffle):
     monkeypatch.setenv("RECON_DATA", str(tmp_path / "data"))
     config = SearchConfig(
         task="denoise",
         widths=(4, 8),
+        unshuffle=unshuffle,
         steps=12,
         batch=2,
         patch=32,
@@ -123,7 +125,8 @@ def test_search_writes_architecture_plot_and_compact_model(tmp_path, monkeypatch
     assert result["test"]["psnr"] == saved["test"]["psnr"]
     small, meta = load_graph(tmp_path / "out" / "model")
     assert meta["task"]["task"] == "denoise"
-    assert small(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+    assert small(torch.rand(1, 1, 33, 30)).shape == (1, 1, 33, 30)
+    assert small.spec.get("pixel_unshuffle", 1) == unshuffle
 
 
 @pytest.mark.slow
@@ -155,4 +158,5 @@ def test_cli_search_autoencoder(cli, tmp_path, monkeypatch):
     architecture = json.loads((tmp_path / "ae" / "architecture.json").read_text())
     assert architecture["latent_channels"]["total"] == 6 and report["task"] == "autoencoder"
     assert cli("search", "--task", "denoise", "--out", tmp_path / "x", "--widths", "a,b").code == 2
+    assert cli("search", "--task", "denoise", "--out", tmp_path / "x", "--unshuffle", "9").code == 2
     assert cli("search", "--task", "denoise", "--out", tmp_path / "x", "-p", "noise=1").code == 2
