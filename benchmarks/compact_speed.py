@@ -94,7 +94,7 @@ def whole_network(
         "compact_conv_ms": sum(r["compact"]["ms"] for r in live),
         "flop_reduction": flops(dense.spec, size) / flops(compact.spec, size),
     }
-    x = torch.rand(1, compact.convs["stem"].in_channels, *size)
+    x = torch.rand(1, int(compact.spec["in_channels"]), *size)
     for layout, fmt in (("", torch.contiguous_format), ("_channels_last", torch.channels_last)):
         x_in = x.contiguous(memory_format=fmt)
         for label, net in (("dense", dense), ("compact", compact)):

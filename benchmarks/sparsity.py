@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
 from recon.datasets.training import PatchDataset, image_pool
+from recon.modelio import save_model
 from recon.nets import (
     GLOBAL_RESIDUAL,
     GraphNet,
@@ -288,6 +289,15 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         small = compact(net) if structured else net
         report = channel_report(net)
         deployed = Reconstructor(small, **model.config())
+        if args.save_models:  # for benchmarks/compact_speed.py (its dense twin from network_params)
+            params = {"widths": list(widths), "blocks": 1, "unshuffle": args.unshuffle}
+            label = name.replace(" [seed ", "-seed").replace("]", "").replace("@", "-")
+            Path(args.save_models).mkdir(parents=True, exist_ok=True)
+            save_model(
+                deployed,
+                Path(args.save_models) / f"{task_name}-{label}",
+                metadata={"config": {"network": "gated-unet", "network_params": params}},
+            )
         results[name] = {
             **evaluate(deployed, task, held_out),
             "val_psnr": evaluate(deployed, task, validation)["psnr"],
@@ -575,6 +585,11 @@ def main() -> None:
         type=float,
         default=0.01,
         help="fraction of channels LinBreg / AdaBreg start with",
+    )
+    parser.add_argument(
+        "--save-models",
+        dest="save_models",
+        help="folder to write every trained network to (compacted; model JSON + safetensors)",
     )
     parser.add_argument(
         "--unshuffle",
