@@ -253,11 +253,12 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         after=None,
         terms=(),
         budget: float = 1.0,
+        warmup: int = 0,
     ):
         start = time.perf_counter()
         hooks = [f for f in (control, after) if f is not None]
-        if args.lr_schedule == "cosine" or args.warmup:  # as `recon train`: every method's rates alike
-            decay = LambdaLR(opt, learning_rate_factor(steps, args.lr_schedule, args.warmup))
+        if args.lr_schedule == "cosine" or warmup:  # as `recon train`: every method's rates alike
+            decay = LambdaLR(opt, learning_rate_factor(steps, args.lr_schedule, warmup))
             hooks.append(lambda s: decay.step())
         keep = (
             _BestCheckpoint(model, task, validation, args.select_every, budget) if args.select_every else None
@@ -333,10 +334,12 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         after=None,
         terms=(),
         budget: float = 1.0,
+        warmup: int | None = None,
     ) -> bool:
         """Train and score one method; a divergence is recorded instead of ending the benchmark."""
+        warmup = args.warmup if warmup is None else warmup
         try:
-            history, seconds = fit(name, model, opt, steps, seed, control, after, terms, budget)
+            history, seconds = fit(name, model, opt, steps, seed, control, after, terms, budget, warmup)
         except FloatingPointError as exc:
             results[name] = {"diverged": str(exc)}
             print(f"  {name:10s} {exc}", flush=True)
@@ -375,9 +378,10 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     def train_adam(lr: float, label: str, seed: int) -> Reconstructor:
         model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init, unshuffle=args.unshuffle)
         opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
-        attempt(label, model, opt, args.steps, seed, False)
+        attempt(label, model, opt, args.steps, seed, False, warmup=dense_warmup)
         return model
 
+    dense_warmup = args.warmup if args.adam_warmup is None else args.adam_warmup
     dense = sweep("adam", args.adam_lr, lambda label, lr: replicate(label, partial(train_adam, lr)))
     teachers = dict(zip(seeds, dense, strict=True))
     dense_ms = results["adam"]["inference_ms"]
@@ -459,7 +463,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             thin_widths, dense=True, seed=seed, probe=probe, init=task.init, unshuffle=args.unshuffle
         )
         opt = torch.optim.Adam(model.parameters(), lr=adam_lr, foreach=True)
-        attempt(label, model, opt, args.steps, seed, False)
+        attempt(label, model, opt, args.steps, seed, False, warmup=dense_warmup)
 
     if "thin" in args.methods:
         replicate("thin", train_thin)
@@ -540,6 +544,14 @@ def main() -> None:
         "--lr-schedule", dest="lr_schedule", default="constant", choices=("cosine", "constant")
     )
     parser.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
+    parser.add_argument(
+        "--adam-warmup",
+        dest="adam_warmup",
+        type=int,
+        default=None,
+        help="warm-up steps of the dense networks (adam, thin) alone (default: --warmup); sparse starts "
+        "must not warm up, dense Adam needs it on wide networks (as recon train's dense twins)",
+    )
     parser.add_argument("--adam-lr", dest="adam_lr", type=rate_list, default=[1e-3], help="a rate or a list")
     parser.add_argument(
         "--adabreg-lr", dest="adabreg_lr", type=rate_list, default=[1e-3], help="a rate or a list"
