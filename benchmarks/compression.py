@@ -115,10 +115,11 @@ def lossless_rows(volumes: list[np.ndarray], model) -> dict[str, dict[str, float
             assert np.array_equal(back, array), "recon lossless round trip failed"
             total, seconds = total + len(data), seconds + t_enc + t_dec
         rows[name] = {"bpp": 8 * total / pixels, "mpix_per_s": pixels / seconds / 1e6}
-    peer_runs = [(name, codec, images) for name, codec in peers(bits).items()]
+    codecs = peers(bits)
+    peer_runs = [(name, codec, images) for name, codec in codecs.items()]
     if len(volumes) < len(images):  # JPEG-XL also gets each volume, its slices stacked into one image
         stacked = [volume.reshape(-1, volume.shape[-1]) for volume in volumes]
-        peer_runs.append(("JPEG-XL lossless, volumes", peers(bits)["JPEG-XL lossless"], stacked))
+        peer_runs.append(("JPEG-XL lossless, volumes", codecs["JPEG-XL lossless"], stacked))
     for name, (encode, decode), arrays in peer_runs:
         total, seconds = 0, 0.0
         for image in arrays:

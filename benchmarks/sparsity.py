@@ -81,10 +81,10 @@ from recon.nets import (
 )
 from recon.plugins.distillation import Distillation
 from recon.reconstructors import Reconstructor
-from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
+from recon.sparsity import L1, AdaBreg, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
-from recon.sparsity.regularizers import Grouping
-from recon.sparsity.schedule import DensityController, learning_rate_factor
+from recon.sparsity.regularizers import GROUPINGS, Grouping, weight_regularizer
+from recon.sparsity.schedule import DensityController, learning_rate_factor, settle_step
 from recon.tasks import build_task, evaluate
 from recon.train import train
 
@@ -127,8 +127,7 @@ def bregman_groups(
     net: GraphNet, lam: float, lr: float, gate_factor: float = 1.0, grouping: Grouping = "channel"
 ) -> list[dict[str, Any]]:
     """Group ℓ1,2 of ``grouping`` on the weights (plain ℓ1 for ``element``), ℓ1 on the gates."""
-    weights = L1(lam) if grouping == "element" else GroupL12(lam, grouping)
-    groups = param_groups(net, weights, L1(lam))
+    groups = param_groups(net, weight_regularizer(lam, grouping), L1(lam))
     for group in groups:
         group["lr"] = lr * (gate_factor if group["name"] == "gates" else 1.0)
     return groups
@@ -406,7 +405,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             opt = LinBreg(bregman_groups(model.net, lam, lr, grouping=args.grouping), momentum=0.9)
         else:
             opt = AdaBreg(bregman_groups(model.net, lam, lr, gate_factor=10.0, grouping=args.grouping))
-        settle = round(args.steps * (1 - args.settle)) if args.settle else None
+        settle = settle_step(args.steps, args.settle)
         control = DensityController(
             opt, model.net, target, every=10, measure=MEASURES[args.measure], settle=settle
         )
@@ -618,7 +617,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--grouping",
-        choices=("channel", "kernel", "element"),
+        choices=GROUPINGS,
         default="channel",
         help="the groups of the sparse methods' regularizer and sparse start: output channels (a "
         "compactable architecture), single kernels, or single weights (ℓ1, unstructured)",

@@ -53,9 +53,10 @@ from recon.nets import (
 )
 from recon.reconstructors import Reconstructor
 from recon.registry import get_registry, plugin_host
-from recon.sparsity import L1, AdaBreg, GroupL12, LinBreg, ProxSGD, density, param_groups, sparse_init_
+from recon.sparsity import L1, AdaBreg, LinBreg, ProxSGD, density, param_groups, sparse_init_
 from recon.sparsity.init import normalize_activations_
-from recon.sparsity.schedule import DensityController, learning_rate_factor
+from recon.sparsity.regularizers import GROUPINGS, weight_regularizer
+from recon.sparsity.schedule import DensityController, learning_rate_factor, settle_step
 from recon.tasks import Task, build_task, evaluate
 from recon.terms import build_terms
 from recon.train import MAX_BATCH, MAX_PATCH, MAX_STEPS, batch_at, train
@@ -68,7 +69,6 @@ DENSITY_MEASURES = {
     "compact": compact_weight_fraction,
     "flops": compact_flop_fraction,
 }
-GROUPINGS = ("channel", "kernel", "element")
 
 
 @dataclass
@@ -328,7 +328,7 @@ class Trainer:
                 config.target_density,
                 every=10,
                 measure=DENSITY_MEASURES[config.density_measure],
-                settle=round(config.steps * (1 - config.settle)) if config.settle else None,
+                settle=settle_step(config.steps, config.settle),
             )
         factor = learning_rate_factor(config.steps, config.lr_schedule, config.warmup)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
@@ -365,8 +365,7 @@ class Trainer:
         c = self.config
         if c.optimizer == "adam":
             return torch.optim.Adam(self.model.parameters(), lr=c.lr, foreach=True)
-        weights = L1(c.lam) if c.grouping == "element" else GroupL12(c.lam, c.grouping)
-        groups = param_groups(self.model.net, weights, L1(c.lam))
+        groups = param_groups(self.model.net, weight_regularizer(c.lam, c.grouping), L1(c.lam))
         for group in groups:
             fast = group["name"] == "gates" and c.optimizer == "adabreg"
             group["lr"] = c.lr * (10.0 if fast else 1.0)

@@ -61,7 +61,7 @@ def stacked_forward(
     sample dimension of size ``k``. ``x`` is ``(N, C, H, W)`` (the same input for every sample) or
     ``(K, N, C, H, W)``."""
     size = x.shape[-2:]
-    x = to_graph_input(net.spec, x)
+    x = to_graph_input(x, net.unshuffle)
     if x.dim() == 5:
         n, c = x.shape[1], x.shape[2]
         start = _Value(x.transpose(0, 1).reshape(n, k * c, *x.shape[-2:]), True, c)
@@ -70,7 +70,7 @@ def stacked_forward(
     run = _Run(net, params, stacked, k, {"input": start})
     for node in net.spec["nodes"]:
         run.values[node["name"]] = run.node(node)
-    return from_graph_output(net.spec, run.values[net.spec["output"]].as_5d(k).transpose(0, 1), size)
+    return from_graph_output(run.values[net.spec["output"]].as_5d(k).transpose(0, 1), net.unshuffle, size)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from torch import Tensor
 from recon.errors import InputError
 
 Grouping = Literal["channel", "kernel", "element"]
+GROUPINGS: tuple[Grouping, ...] = ("channel", "kernel", "element")
 
 
 class Regularizer:
@@ -132,7 +133,7 @@ class GroupL12(Regularizer):
 
     def __init__(self, lam: float = 0.0, grouping: Grouping = "channel"):
         super().__init__(lam)
-        if grouping not in ("channel", "kernel", "element"):
+        if grouping not in GROUPINGS:
             raise InputError(f"unknown grouping {grouping!r} (known: channel, kernel, element)")
         self.grouping = grouping
 
@@ -178,6 +179,12 @@ def group_l12(lam: float = 0.01, grouping: Grouping = "channel") -> GroupL12:
 def null() -> Null:
     """No regularisation."""
     return Null()
+
+
+def weight_regularizer(lam: float, grouping: Grouping) -> Regularizer:
+    """The weights' regularizer for sparsity of ``grouping``: :class:`L1` for single weights (the
+    same as element groups, with the multi-tensor prox), :class:`GroupL12` otherwise."""
+    return L1(lam) if grouping == "element" else GroupL12(lam, grouping)
 
 
 def build_regularizer(name: str, **params: Any) -> Regularizer:

@@ -108,6 +108,12 @@ class DensityController:
                 state["v"].mul_(mask)
 
 
+def settle_step(steps: int, fraction: float) -> int | None:
+    """The step from which :class:`DensityController` settles when the last ``fraction`` of
+    ``steps`` is spent settling (``None`` for 0: no settling)."""
+    return round(steps * (1 - fraction)) if fraction else None
+
+
 def cosine_decay(steps: int, floor: float = 0.05) -> Callable[[int], float]:
     r"""The factor :math:`f(t) = \phi + (1-\phi)\,\tfrac12\,(1 + \cos(\pi t / T))` applied to every
     group's initial learning rate after :math:`t` of :math:`T` steps (``torch.optim.lr_scheduler.LambdaLR``
