@@ -63,6 +63,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
@@ -85,10 +86,11 @@ from recon.sparsity import L1, AdaBreg, LinBreg, ProxSGD, density, param_groups,
 from recon.sparsity.init import normalize_activations_
 from recon.sparsity.regularizers import GROUPINGS, Grouping, weight_regularizer
 from recon.sparsity.schedule import DensityController, learning_rate_factor, settle_step
-from recon.tasks import build_task, evaluate
+from recon.tasks import build_task, evaluate, image_scores
 from recon.train import train
 
 EVAL_SIZE = (256, 256)
+HELD_OUT = ("mr", "natural")  # the held-out images' sources, each also scored on its own
 METHODS = ("linbreg", "adabreg", "proxsgd", "magnitude", "thin")
 MEASURES = {"weights": density, "compact": compact_weight_fraction, "flops": compact_flop_fraction}
 
@@ -236,7 +238,9 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     )
     dense_net = supernet(widths, True, 0, probe, unshuffle=args.unshuffle).net
     full_weights = sum(p.numel() for p in dense_net.parameters() if p.dim() >= 2)
-    held_out = image_pool(("mr", "natural"), "test")
+    # held-out images by source: a network can gain on MR slices and lose on photographs (BENCHMARKS.md)
+    held_out_sources = {source: image_pool((source,), "test") for source in HELD_OUT}
+    held_out = [image for images in held_out_sources.values() for image in images]
     validation = image_pool(("mr", "natural"), "val")
     results: dict[str, dict[str, Any]] = {}
 
@@ -298,8 +302,10 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
                 Path(args.save_models) / f"{task_name}-{label}",
                 metadata={"config": {"network": "gated-unet", "network_params": params}},
             )
+        per_image = image_scores(deployed, task, held_out)
         results[name] = {
-            **evaluate(deployed, task, held_out),
+            **{k: float(np.mean(v)) for k, v in per_image.items()},
+            **source_means(per_image["psnr"], held_out_sources),
             "val_psnr": evaluate(deployed, task, validation)["psnr"],
             "density": density(net),
             "kept": nonzero_weights(small) / full_weights,
@@ -486,7 +492,18 @@ def seed_mean(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     mean: dict[str, Any] = {k: statistics.fmean(r[k] for r in trained) for k in numeric}
     mean["seeds"] = {
         str(s): {
-            k: r.get(k) for k in ("psnr", "val_psnr", "density", "kept", "layer_channels", "gates", "history")
+            k: r.get(k)
+            for k in (
+                "psnr",
+                "psnr_mr",
+                "psnr_natural",
+                "val_psnr",
+                "density",
+                "kept",
+                "layer_channels",
+                "gates",
+                "history",
+            )
         }
         for s, r in zip(seeds, runs, strict=True)
     }
@@ -494,6 +511,16 @@ def seed_mean(runs: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     best = max(trained, key=lambda r: r["val_psnr"])  # what a user who trains every seed would keep
     mean["best_seed"] = {"seed": seeds[runs.index(best)], "psnr": best["psnr"], "kept": best["kept"]}
     return mean
+
+
+def source_means(psnr: list[float], sources: dict[str, list[Any]]) -> dict[str, float]:
+    """``psnr_<source>``: the mean of ``psnr`` (one value per image, in the order of ``sources``'
+    concatenated image lists) over each source's images."""
+    means, start = {}, 0
+    for source, images in sources.items():
+        means[f"psnr_{source}"] = statistics.fmean(psnr[start : start + len(images)])
+        start += len(images)
+    return means
 
 
 def nonzero_weights(net: GraphNet) -> int:
@@ -667,7 +694,8 @@ def main() -> None:
     for task_result in out["tasks"]:
         print(f"\n{task_result['task']}")
         print(
-            f"{'method':10s} {'PSNR':>6} {'SSIM':>6} {'ΔPSNR':>6} {'density':>8} {'kept':>6} {'channels':>9} "
+            f"{'method':10s} {'PSNR':>6} {'MR':>6} {'photo':>6} {'SSIM':>6} {'ΔPSNR':>6} {'density':>8} "
+            f"{'kept':>6} {'channels':>9} "
             f"{'GFLOPs':>7} {'FLOP red.':>9} {'speedup':>8} {'val PSNR':>8}  lr (swept)  PSNR per seed"
         )
         for name, r in task_result["methods"].items():
@@ -675,8 +703,8 @@ def main() -> None:
                 print(f"{name:10s} {r.get('diverged', 'failed')}")
                 continue
             print(
-                f"{name:10s} {r['psnr']:6.2f} {r['ssim']:6.3f} {r['psnr_vs_adam']:+6.2f} "
-                f"{r['density']:8.3f} {r['kept']:6.3f} "
+                f"{name:10s} {r['psnr']:6.2f} {r['psnr_mr']:6.2f} {r['psnr_natural']:6.2f} "
+                f"{r['ssim']:6.3f} {r['psnr_vs_adam']:+6.2f} {r['density']:8.3f} {r['kept']:6.3f} "
                 f"{r['active_channels']:4.0f}/{r['total_channels']:<4.0f} {r['flops'] / 1e9:7.2f} "
                 f"{r['flops_reduction']:8.1f}× {r['inference_speedup']:7.1f}× {r['val_psnr']:8.2f}  "
                 f"{r.get('lr', '')}  {per_seed(r)}"

@@ -188,17 +188,17 @@ def build_task(name: str, **params: Any) -> Task:
 
 
 @torch.no_grad()
-def evaluate(
+def image_scores(
     model: nn.Module,
     task: Task,
     images: Sequence[np.ndarray],
     *,
     seed: int = 1234,
     device: str | torch.device = "cpu",
-) -> dict[str, float]:
-    """Mean PSNR / SSIM of a reconstructor ``model(y, physics)`` on whole held-out images (each with its
-    own seeded measurement), magnitudes against the clean image; ``*_input`` scores the starting image
-    (``Aᴴy`` or ``y``) as the baseline."""
+) -> dict[str, list[float]]:
+    """PSNR / SSIM of a reconstructor ``model(y, physics)`` on each whole held-out image (image ``i``
+    measured with seed ``seed + i``), magnitudes against the clean image; ``*_input`` scores the
+    starting image (``Aᴴy`` or ``y``) as the baseline."""
     was_training = model.training
     model.eval()
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "psnr_input": [], "ssim_input": []}
@@ -212,4 +212,17 @@ def evaluate(
             scores["psnr" + suffix].append(m["psnr"])
             scores["ssim" + suffix].append(m["ssim"])
     model.train(was_training)
+    return scores
+
+
+def evaluate(
+    model: nn.Module,
+    task: Task,
+    images: Sequence[np.ndarray],
+    *,
+    seed: int = 1234,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Mean of :func:`image_scores` over ``images``."""
+    scores = image_scores(model, task, images, seed=seed, device=device)
     return {k: float(np.mean(v)) for k, v in scores.items()}

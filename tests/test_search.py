@@ -14,7 +14,7 @@ from recon.nets import load_graph
 from recon.reconstructors import Reconstructor
 from recon.search import SearchConfig, build_supernet, run_search
 from recon.sparsity import GroupL12, LinBreg, param_groups, sparse_init_
-from recon.tasks import build_task, evaluate
+from recon.tasks import build_task, evaluate, image_scores
 from recon.train import train
 
 
@@ -96,6 +96,10 @@ def test_training_reduces_the_loss_and_evaluate_scores():
     assert set(scores) == {"psnr", "ssim", "psnr_input", "ssim_input"}
     assert scores["psnr_input"] == pytest.approx(10 * np.log10(0.5**2 / 0.1**2), abs=0.5)  # max 0.5, MSE 0.01
     assert scores["psnr"] > scores["psnr_input"]
+    # per image: image i is measured with seed + i, so the second of two copies gets its own noise
+    both = image_scores(model, task, images * 2)
+    assert both["psnr"][0] == pytest.approx(scores["psnr"]) and both["psnr"][1] != both["psnr"][0]
+    assert evaluate(model, task, images * 2)["psnr"] == pytest.approx(np.mean(both["psnr"]))
 
 
 @pytest.mark.slow
