@@ -236,7 +236,8 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     probe = Reconstructor(GraphNet(gated_unet(widths=(2,), blocks=0)), init=task.init).net_input(
         sample.y, sample.physics
     )
-    dense_net = supernet(widths, True, 0, probe, unshuffle=args.unshuffle).net
+    network = partial(supernet, probe=probe, init=task.init, unshuffle=args.unshuffle)
+    dense_net = network(widths, dense=True, seed=0).net
     full_weights = sum(p.numel() for p in dense_net.parameters() if p.dim() >= 2)
     # held-out images by source: a network can gain on MR slices and lose on photographs (BENCHMARKS.md)
     held_out_sources = {source: image_pool((source,), "test") for source in HELD_OUT}
@@ -381,7 +382,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         return outcomes[best]
 
     def train_adam(lr: float, label: str, seed: int) -> Reconstructor:
-        model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init, unshuffle=args.unshuffle)
+        model = network(widths, dense=True, seed=seed)
         opt = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
         attempt(label, model, opt, args.steps, seed, False, warmup=dense_warmup)
         return model
@@ -395,16 +396,13 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     targets = [float(t) for t in args.targets.split(",")]
 
     def train_bregman(name: str, target: float, lr: float, label: str, seed: int) -> None:
-        model = supernet(
+        model = network(
             widths,
-            False,
-            seed,
-            probe,
-            task.init,
+            dense=False,
+            seed=seed,
             start=args.sparse_start,
             open_gates=args.open_gates,
             grouping=args.grouping,
-            unshuffle=args.unshuffle,
         )
         lam = args.linbreg_lam if name == "linbreg" else args.lam
         if name == "linbreg":
@@ -431,7 +429,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def train_proxsgd(label: str, seed: int) -> None:
         """Proximal SGD from the dense start, λ raised until the first target density is reached."""
-        model = supernet(widths, dense=True, seed=seed, probe=probe, init=task.init, unshuffle=args.unshuffle)
+        model = network(widths, dense=True, seed=seed)
         opt = ProxSGD(
             bregman_groups(model.net, args.proxsgd_lam, args.proxsgd_lr, grouping=args.grouping), momentum=0.9
         )
@@ -464,9 +462,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     thin_widths = tuple(max(1, round(w * math.sqrt(reference))) for w in widths)
 
     def train_thin(label: str, seed: int) -> None:
-        model = supernet(
-            thin_widths, dense=True, seed=seed, probe=probe, init=task.init, unshuffle=args.unshuffle
-        )
+        model = network(thin_widths, dense=True, seed=seed)
         opt = torch.optim.Adam(model.parameters(), lr=adam_lr, foreach=True)
         attempt(label, model, opt, args.steps, seed, False, warmup=dense_warmup)
 
