@@ -38,7 +38,10 @@ within ``--select-budget`` (default: the method's target) instead of the last on
 on validation, and a budget every kept network obeys, where λ control only holds the mean.
 ``--settle F`` does the same by training instead: in the last fraction F of the steps λ only rises
 until the network is within its target, then its support is frozen and the rest of the steps train
-that architecture (:class:`~recon.sparsity.schedule.DensityController`). ``--grouping element`` or
+that architecture (:class:`~recon.sparsity.schedule.DensityController`); with ``--min-branch-width K``
+the residual blocks left with fewer than K channels somewhere are switched off at that moment
+(:func:`recon.nets.drop_thin_branches`: they cost time out of proportion to their FLOPs).
+``--grouping element`` or
 ``kernel`` makes the Bregman methods' regularizer (and sparse start) act on single weights (ℓ1) or
 single kernels instead of whole channels: unstructured sparsity, which magnitude pruning also is,
 measured with ``--measure weights``.
@@ -77,6 +80,7 @@ from recon.nets import (
     compact,
     compact_flop_fraction,
     compact_weight_fraction,
+    drop_thin_branches,
     flops,
     gated_unet,
 )
@@ -410,8 +414,13 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             opt = AdaBreg(bregman_groups(model.net, lam, lr, gate_factor=10.0, grouping=args.grouping))
         settle = settle_step(args.steps, args.settle)
+        prune = (
+            partial(drop_thin_branches, min_width=args.min_branch_width)
+            if args.min_branch_width > 1
+            else None
+        )
         control = DensityController(
-            opt, model.net, target, every=10, measure=MEASURES[args.measure], settle=settle
+            opt, model.net, target, every=10, measure=MEASURES[args.measure], settle=settle, prune=prune
         )
         terms = [Distillation(teachers[seed], args.distill)] if args.distill else []
         budget = args.select_budget or target
@@ -639,6 +648,13 @@ def main() -> None:
         "target, then the support is frozen, so that every network ends inside its budget (0: off)",
     )
     parser.add_argument(
+        "--min-branch-width",
+        type=int,
+        default=0,
+        help="with --settle: when the support is frozen, switch off the residual blocks left with "
+        "fewer than this many channels somewhere (0: off)",
+    )
+    parser.add_argument(
         "--grouping",
         choices=GROUPINGS,
         default="channel",
@@ -660,6 +676,8 @@ def main() -> None:
     )
     parser.add_argument("--json")
     args = parser.parse_args()
+    if args.min_branch_width > 1 and not args.settle:
+        parser.error("--min-branch-width acts when the support is frozen: it needs --settle")
     torch.manual_seed(0)
     widths = tuple(int(w) for w in args.widths.split(","))
     machine = {

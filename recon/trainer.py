@@ -32,6 +32,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from recon.nets import (
     compact,
     compact_flop_fraction,
     compact_weight_fraction,
+    drop_thin_branches,
     flops,
 )
 from recon.reconstructors import Reconstructor
@@ -62,6 +64,7 @@ from recon.terms import build_terms
 from recon.train import MAX_BATCH, MAX_PATCH, MAX_STEPS, batch_at, train
 
 SPARSE = ("adabreg", "linbreg", "proxsgd")
+MAX_BRANCH_WIDTH = 64  # min_branch_width's bound: a thinness, not a size
 # what λ control holds at target_density: the non-zero fraction of the super-network's weights, or the
 # weights or FLOPs (256² image) of the compacted network over the dense one's (GraphNets only)
 DENSITY_MEASURES = {
@@ -100,6 +103,9 @@ class TrainConfig:
     # fraction of the steps at the end in which λ only rises until the measure is within the target,
     # after which the support is frozen (every run ends inside its budget: DensityController)
     settle: float = 0.0
+    # with settle: when the support is frozen, switch off the gated branches (residual blocks) that
+    # the search left with fewer than this many channels somewhere (recon.nets.branches; 0: none)
+    min_branch_width: int = 0
     init_density: float = 0.01
     steps: int = 3000
     batch: int = 8
@@ -293,6 +299,11 @@ def _validate(c: TrainConfig) -> None:
         raise InputError(f"unknown density_measure {c.density_measure!r} (known: {known})")
     if not 0 <= c.settle < 1:
         raise InputError(f"settle must be a fraction of the steps in [0, 1), got {c.settle}")
+    if not 0 <= c.min_branch_width <= MAX_BRANCH_WIDTH or (c.min_branch_width > 1 and not c.settle):
+        raise InputError(
+            f"min_branch_width must be in [0, {MAX_BRANCH_WIDTH}] and needs settle > 0 (it acts when "
+            f"the support is frozen), got {c.min_branch_width} with settle {c.settle}"
+        )
     if c.grouping not in GROUPINGS:
         raise InputError(f"unknown grouping {c.grouping!r} (known: {', '.join(GROUPINGS)})")
     if c.grouping != "channel" and c.optimizer in SPARSE and c.density_measure != "weights":
@@ -320,8 +331,10 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.control = None
         if config.optimizer in SPARSE and config.target_density is not None:
-            if config.density_measure != "weights" and not isinstance(self.model.net, GraphNet):
-                raise InputError(f"density_measure {config.density_measure!r} needs a GraphNet network")
+            if (config.density_measure != "weights" or config.min_branch_width > 1) and not isinstance(
+                self.model.net, GraphNet
+            ):
+                raise InputError("density_measure other than weights, and min_branch_width, needs a GraphNet")
             self.control = DensityController(
                 self.optimizer,
                 self.model.net,
@@ -329,6 +342,9 @@ class Trainer:
                 every=10,
                 measure=DENSITY_MEASURES[config.density_measure],
                 settle=settle_step(config.steps, config.settle),
+                prune=partial(drop_thin_branches, min_width=config.min_branch_width)
+                if config.min_branch_width > 1
+                else None,
             )
         factor = learning_rate_factor(config.steps, config.lr_schedule, config.warmup)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
@@ -461,7 +477,7 @@ class Trainer:
         if self.control is not None:
             self.control.scale = float(meta.get("lam_scale", 1.0))
             if meta.get("support_frozen"):
-                self.control.freeze()  # the weights are loaded: their zeros are the frozen support
+                self.control.freeze(prune=False)  # the weights are loaded: their zeros are the support
         self.schedule.last_epoch = int(meta["step"])  # the learning rates themselves came with the groups
         return int(meta["step"]), list(meta["history"])
 

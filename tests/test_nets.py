@@ -14,8 +14,10 @@ from recon.nets import (
     compact,
     compact_flop_fraction,
     compact_weight_fraction,
+    drop_thin_branches,
     flops,
     gated_autoencoder,
+    gated_branches,
     gated_unet,
     load_graph,
     save_graph,
@@ -206,6 +208,31 @@ def test_closed_blocks_and_dead_units_disappear():
     assert not {"enc0_b0_conv1", "enc0_b0_conv2", "dec0_b0_conv1"} & names
     x = torch.randn(1, 1, 16, 16, dtype=torch.float64)
     torch.testing.assert_close(net.double()(x), small.double()(x))
+
+
+def test_gated_branches_are_the_convolutions_feeding_a_gated_sum_input():
+    spec = gated_unet(widths=(4, 8), blocks=1)
+    blocks = [f"{level}_b0" for level in ("enc0", "enc1", "dec0")]
+    assert gated_branches(spec) == {
+        **{f"{b}_gate": [f"{b}_conv2", f"{b}_conv1"] for b in blocks},
+        "skip_input": [],  # the global residual's gate is on the input itself
+    }  # the skip gates sit on convolution inputs, not on sums
+
+
+def test_thin_branches_are_switched_off_exactly():
+    net = _sparsify(GraphNet(gated_unet(widths=(8, 16), blocks=1)), seed=3, rows=0.0, gates=0.0)
+    with torch.no_grad():
+        net.convs["enc1_b0_conv1"].weight[2:] = 0  # a two-channel bottleneck
+    assert drop_thin_branches(net, 2) == []  # not thinner than 2
+    before = compact(net)
+    assert drop_thin_branches(net, 3) == ["enc1_b0_gate"] and float(net.gates["enc1_b0_gate"].detach()) == 0
+    assert drop_thin_branches(net, 3) == []  # already off
+    small = compact(net)
+    names = {n["name"] for n in small.spec["nodes"]}
+    assert not {"enc1_b0_conv1", "enc1_b0_conv2"} & names and "dec0_b0_conv1" in names
+    assert flops(small.spec, (32, 32)) < flops(before.spec, (32, 32))
+    x = torch.randn(1, 1, 20, 20, dtype=torch.float64)
+    torch.testing.assert_close(net.double()(x), small.double()(x), atol=1e-5, rtol=0)
 
 
 def test_unread_channels_are_removed():

@@ -371,6 +371,37 @@ def test_density_control_settles_then_freezes_the_support():
         DensityController(opt, model, 0.2, settle=-1)
 
 
+def test_density_control_prunes_thin_branches_when_it_freezes():
+    """``prune`` runs once, as the support is frozen, so a branch it switches off stays off while the
+    rest trains; a resumed run's ``freeze(prune=False)`` does not run it."""
+    from recon.nets import GraphNet, drop_thin_branches, gated_unet
+    from recon.sparsity.schedule import DensityController
+
+    net = GraphNet(gated_unet(widths=(8, 16), blocks=1)).double()
+    with torch.no_grad():
+        sparse_init_(net, density=1.0, grouping="element", gate_value=1.0)
+        net.convs["enc1_b0_conv1"].weight[1:] = 0  # one channel left in the block's bottleneck
+    opt = AdaBreg(param_groups(net, GroupL12(1e-6, "channel")), lr=1e-3)
+    calls = []
+
+    def prune(model):
+        calls.append(drop_thin_branches(model, min_width=2))
+
+    control = DensityController(opt, net, 0.5, every=1, settle=0, measure=lambda m: 0.1, prune=prune)
+    control(1)
+    assert control.frozen and calls == [["enc1_b0_gate"]]
+    x = torch.rand(2, 1, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    head = net.convs["head"].weight.detach().clone()
+    for step in range(2, 5):
+        opt.zero_grad()
+        net(x).square().mean().backward()
+        opt.step()
+        control(step)
+    assert float(net.gates["enc1_b0_gate"].detach()) == 0 and not torch.equal(net.convs["head"].weight, head)
+    control.freeze(prune=False)
+    assert len(calls) == 1
+
+
 def test_learning_rate_factor_warms_up_then_follows_its_schedule():
     from recon.sparsity.schedule import cosine_decay, learning_rate_factor
 

@@ -156,6 +156,11 @@ def test_frozen_support_survives_resume(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(InputError, match="settle"):
         load_config("denoise-gauss", overrides={"settle": "1"})
+    pruning = Trainer(_config(settle="0.5", min_branch_width="4"), tmp_path / "pruned")
+    assert pruning.control.prune is not None and trainer.control.prune is None
+    for bad in ({"min_branch_width": "4"}, {"settle": "0.1", "min_branch_width": "-1"}):
+        with pytest.raises(InputError, match="min_branch_width"):
+            load_config("denoise-gauss", overrides=bad)  # pruning needs settle; a width is >= 0
 
 
 def test_resume_errors(tmp_path):

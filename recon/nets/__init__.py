@@ -1,5 +1,6 @@
 """Networks described as graphs (GraphNet), search spaces, compaction."""
 
+from recon.nets.branches import drop_thin_branches, gated_branches
 from recon.nets.compact import channel_report, compact, compact_flop_fraction, compact_weight_fraction
 from recon.nets.graph import GraphNet, flops, load_graph, save_graph
 from recon.nets.search_spaces import GLOBAL_RESIDUAL, gated_autoencoder, gated_unet
@@ -12,8 +13,10 @@ __all__ = [
     "compact",
     "compact_flop_fraction",
     "compact_weight_fraction",
+    "drop_thin_branches",
     "flops",
     "gated_autoencoder",
+    "gated_branches",
     "gated_unet",
     "load_graph",
     "save_graph",

@@ -19,7 +19,9 @@ toggles around it (one channel switching on moves the compacted size by a step),
 wherever the last toggle left it. With ``settle`` = S, from step S on λ only rises, until the measure
 is at most the target; then the *support is frozen*: every weight that is zero stays zero
 (:math:`\theta_j = v_j = 0` after every step) and λ no longer moves, so the remaining steps train a
-fixed architecture that is within the budget (the measure can still fall, never rise).
+fixed architecture that is within the budget (the measure can still fall, never rise). ``prune``
+(e.g. ``partial(recon.nets.branches.drop_thin_branches, min_width=4)``) edits the model just before
+the support is frozen, so what it zeroes stays zero.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 
 from recon.errors import InputError
 from recon.sparsity.init import density
+from recon.sparsity.regularizers import Null
 
 
 class DensityController:
@@ -50,6 +53,7 @@ class DensityController:
         keep_weights: bool = False,
         measure: Callable[[nn.Module], float] = density,
         settle: int | None = None,
+        prune: Callable[[nn.Module], object] | None = None,
     ):
         if not 0 < target <= 1 or factor <= 1 or every < 1 or (settle is not None and settle < 0):
             raise InputError(
@@ -59,7 +63,7 @@ class DensityController:
             raise InputError(f"{type(optimizer).__name__} has no adjustable regularisation")
         self.optimizer, self.model, self.target = optimizer, model, target
         self.factor, self.tolerance, self.every, self.keep_weights = factor, tolerance, every, keep_weights
-        self.measure, self.settle = measure, settle
+        self.measure, self.settle, self.prune = measure, settle, prune
         self.scale = 1.0  # product of all changes so far
         self.support: dict[torch.Tensor, torch.Tensor] | None = None  # frozen: parameter -> non-zero mask
 
@@ -89,13 +93,15 @@ class DensityController:
         self.scale *= change
 
     @torch.no_grad()
-    def freeze(self) -> None:
-        """Freeze the support: the regularised weights that are zero now stay zero (a resumed run
-        calls this again; the zeros are where they were)."""
+    def freeze(self, prune: bool = True) -> None:
+        """Freeze the support: the regularised weights that are zero now stay zero. ``prune`` runs
+        first (a resumed run calls this again with ``prune=False``: the zeros are where they were)."""
+        if prune and self.prune is not None:
+            self.prune(self.model)
         self.support = {
             p: p != 0
             for group in self.optimizer.param_groups
-            if group.get("name") in ("weights", "gates")
+            if not isinstance(group.get("reg"), Null)
             for p in group["params"]
         }
 
