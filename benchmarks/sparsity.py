@@ -76,11 +76,11 @@ from recon.modelio import save_model
 from recon.nets import (
     GLOBAL_RESIDUAL,
     GraphNet,
+    branch_pruner,
     channel_report,
     compact,
     compact_flop_fraction,
     compact_weight_fraction,
-    drop_thin_branches,
     flops,
     gated_unet,
 )
@@ -414,13 +414,14 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             opt = AdaBreg(bregman_groups(model.net, lam, lr, gate_factor=10.0, grouping=args.grouping))
         settle = settle_step(args.steps, args.settle)
-        prune = (
-            partial(drop_thin_branches, min_width=args.min_branch_width)
-            if args.min_branch_width > 1
-            else None
-        )
         control = DensityController(
-            opt, model.net, target, every=10, measure=MEASURES[args.measure], settle=settle, prune=prune
+            opt,
+            model.net,
+            target,
+            every=10,
+            measure=MEASURES[args.measure],
+            settle=settle,
+            prune=branch_pruner(args.min_branch_width),
         )
         terms = [Distillation(teachers[seed], args.distill)] if args.distill else []
         budget = args.select_budget or target

@@ -32,7 +32,6 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +45,11 @@ from recon.modelio import network_description, save_model
 from recon.nets import (
     GLOBAL_RESIDUAL,
     GraphNet,
+    branch_pruner,
     channel_report,
     compact,
     compact_flop_fraction,
     compact_weight_fraction,
-    drop_thin_branches,
     flops,
 )
 from recon.reconstructors import Reconstructor
@@ -342,9 +341,7 @@ class Trainer:
                 every=10,
                 measure=DENSITY_MEASURES[config.density_measure],
                 settle=settle_step(config.steps, config.settle),
-                prune=partial(drop_thin_branches, min_width=config.min_branch_width)
-                if config.min_branch_width > 1
-                else None,
+                prune=branch_pruner(config.min_branch_width),
             )
         factor = learning_rate_factor(config.steps, config.lr_schedule, config.warmup)
         self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)

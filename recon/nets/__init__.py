@@ -1,6 +1,6 @@
 """Networks described as graphs (GraphNet), search spaces, compaction."""
 
-from recon.nets.branches import drop_thin_branches, gated_branches
+from recon.nets.branches import branch_pruner, drop_thin_branches, gated_branches
 from recon.nets.compact import channel_report, compact, compact_flop_fraction, compact_weight_fraction
 from recon.nets.graph import GraphNet, flops, load_graph, save_graph
 from recon.nets.search_spaces import GLOBAL_RESIDUAL, gated_autoencoder, gated_unet
@@ -9,6 +9,7 @@ from recon.nets.stacked import stacked_forward
 __all__ = [
     "GLOBAL_RESIDUAL",
     "GraphNet",
+    "branch_pruner",
     "channel_report",
     "compact",
     "compact_flop_fraction",

@@ -13,7 +13,8 @@ freezes the support, and the remaining steps train the network without them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -70,3 +71,8 @@ def drop_thin_branches(net: GraphNet, min_width: int) -> list[str]:
     for gate in dropped:
         net.gates[gate].zero_()
     return dropped
+
+
+def branch_pruner(min_width: int) -> Callable[[GraphNet], list[str]] | None:
+    """``drop_thin_branches`` at ``min_width`` as a ``DensityController(prune=)`` (None for ≤ 1)."""
+    return partial(drop_thin_branches, min_width=min_width) if min_width > 1 else None
