@@ -20,8 +20,8 @@ wherever the last toggle left it. With ``settle`` = S, from step S on λ only ri
 is at most the target; then the *support is frozen*: every weight that is zero stays zero
 (:math:`\theta_j = v_j = 0` after every step) and λ no longer moves, so the remaining steps train a
 fixed architecture that is within the budget (the measure can still fall, never rise). ``prune``
-(e.g. ``partial(recon.nets.branches.drop_thin_branches, min_width=4)``) edits the model just before
-the support is frozen, so what it zeroes stays zero.
+(e.g. ``recon.nets.branch_pruner(4)``: switch off residual blocks thinner than 4 channels) edits the
+model just before the support is frozen, so what it zeroes stays zero.
 """
 
 from __future__ import annotations
