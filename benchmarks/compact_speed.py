@@ -38,14 +38,7 @@ REPEATS = 25  # each time is the best of this many runs (this VM's timings vary 
 
 
 def best_ms(fn, repeats: int = REPEATS) -> float:
-    with torch.no_grad():
-        fn()
-        best = math.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            best = min(best, time.perf_counter() - start)
-    return best * 1e3
+    return interleaved_best_ms({"": fn}, repeats)[""]
 
 
 def interleaved_best_ms(fns: dict[str, Any], repeats: int = REPEATS) -> dict[str, float]:

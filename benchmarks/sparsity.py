@@ -66,7 +66,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
@@ -90,7 +89,7 @@ from recon.sparsity import L1, AdaBreg, LinBreg, ProxSGD, density, param_groups,
 from recon.sparsity.init import normalize_activations_
 from recon.sparsity.regularizers import GROUPINGS, Grouping, weight_regularizer
 from recon.sparsity.schedule import DensityController, learning_rate_factor, settle_step
-from recon.tasks import build_task, evaluate, image_scores
+from recon.tasks import build_task, evaluate, image_scores, mean_scores
 from recon.train import train
 
 EVAL_SIZE = (256, 256)
@@ -246,7 +245,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
     # held-out images by source: a network can gain on MR slices and lose on photographs (BENCHMARKS.md)
     held_out_sources = {source: image_pool((source,), "test") for source in HELD_OUT}
     held_out = [image for images in held_out_sources.values() for image in images]
-    validation = image_pool(("mr", "natural"), "val")
+    validation = image_pool(HELD_OUT, "val")
     results: dict[str, dict[str, Any]] = {}
 
     seeds = args.seeds
@@ -309,7 +308,7 @@ def run_task(task_name: str, args: argparse.Namespace) -> dict[str, Any]:
             )
         per_image = image_scores(deployed, task, held_out)
         results[name] = {
-            **{k: float(np.mean(v)) for k, v in per_image.items()},
+            **mean_scores(per_image),
             **source_means(per_image["psnr"], held_out_sources),
             "val_psnr": evaluate(deployed, task, validation)["psnr"],
             "density": density(net),

@@ -215,14 +215,11 @@ def image_scores(
     return scores
 
 
-def evaluate(
-    model: nn.Module,
-    task: Task,
-    images: Sequence[np.ndarray],
-    *,
-    seed: int = 1234,
-    device: str | torch.device = "cpu",
-) -> dict[str, float]:
-    """Mean of :func:`image_scores` over ``images``."""
-    scores = image_scores(model, task, images, seed=seed, device=device)
+def mean_scores(scores: dict[str, list[float]]) -> dict[str, float]:
+    """Each of :func:`image_scores`' lists averaged over the images."""
     return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def evaluate(model: nn.Module, task: Task, images: Sequence[np.ndarray], **options: Any) -> dict[str, float]:
+    """Mean PSNR / SSIM over ``images`` (``options``: ``seed``, ``device``, as :func:`image_scores`)."""
+    return mean_scores(image_scores(model, task, images, **options))

@@ -62,12 +62,9 @@ def branch_widths(net: GraphNet) -> dict[str, list[int]]:
 @torch.no_grad()
 def drop_thin_branches(net: GraphNet, min_width: int) -> list[str]:
     """Zero the gate of every live branch whose compacted convolutions include one with fewer than
-    ``min_width`` output channels; returns those gates. ``min_width`` ≤ 1 drops nothing."""
-    dropped = [
-        gate
-        for gate, widths in branch_widths(net).items()
-        if widths and min(widths) > 0 and min(widths) < min_width and float(net.gates[gate].detach()) != 0
-    ]
+    ``min_width`` output channels; returns those gates. ``min_width`` ≤ 1 drops nothing. (A branch
+    whose gate is already 0 is not live: compaction removes its convolutions, width 0.)"""
+    dropped = [gate for gate, widths in branch_widths(net).items() if widths and 0 < min(widths) < min_width]
     for gate in dropped:
         net.gates[gate].zero_()
     return dropped

@@ -134,7 +134,7 @@ class GroupL12(Regularizer):
     def __init__(self, lam: float = 0.0, grouping: Grouping = "channel"):
         super().__init__(lam)
         if grouping not in GROUPINGS:
-            raise InputError(f"unknown grouping {grouping!r} (known: channel, kernel, element)")
+            raise InputError(f"unknown grouping {grouping!r} (known: {', '.join(GROUPINGS)})")
         self.grouping = grouping
 
     def _norms(self, t: Tensor) -> tuple[Tensor, float]:
