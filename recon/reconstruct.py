@@ -37,6 +37,7 @@ from recon.metrics import image_metrics
 from recon.operators.masks import mask_function
 from recon.operators.mri import CartesianMRI, MulticoilMRI
 from recon.physics import build_noise, build_operator, exact_norm, operator_norm, typed_params
+from recon.reconstructors import Reconstructor
 from recon.registry import get_registry
 
 METHODS = ("learned", "zero-filled", "tv", "tikhonov")
@@ -249,7 +250,9 @@ def _tv_multicoil(problem: Problem, lam: float, iterations: int) -> torch.Tensor
 
 
 def learned_reconstruction(problem: Problem, model: nn.Module, chunk: int = 8) -> torch.Tensor:
-    """Run a :class:`~recon.reconstructors.Reconstructor` slice-batch by slice-batch; magnitudes."""
+    """Run a :class:`~recon.reconstructors.Reconstructor` slice-batch by slice-batch, in its
+    inference form (:meth:`~recon.reconstructors.Reconstructor.for_inference`); magnitudes."""
+    model = model.for_inference() if isinstance(model, Reconstructor) else model
     outputs = []
     for start in range(0, problem.y.shape[0], chunk):
         outputs.append(model(problem.y[start : start + chunk], problem.physics).abs())

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from recon import layout
 from recon.errors import InputError
+from recon.nets import inference_network
 from recon.physics import exact_norm, operator_norm
 
 Init = Literal["adjoint", "measurement"]
@@ -78,6 +79,11 @@ class Reconstructor(nn.Module):
         self.net = net
         self.init, self.dc, self.dc_weight, self.unrolled = init, dc, float(dc_weight), int(unrolled)
         self.channels = _channels(net)
+
+    def for_inference(self) -> Reconstructor:
+        """This reconstructor with its network in the fastest form for its device
+        (:func:`recon.nets.inference_network`: the same outputs, to float rounding)."""
+        return Reconstructor(inference_network(self.net), **self.config()).eval()
 
     def config(self) -> dict[str, Any]:
         return {"init": self.init, "dc": self.dc, "dc_weight": self.dc_weight, "unrolled": self.unrolled}

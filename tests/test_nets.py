@@ -10,6 +10,7 @@ import torch
 from recon import InputError
 from recon.nets import (
     GraphNet,
+    align_channels,
     channel_report,
     compact,
     compact_flop_fraction,
@@ -19,11 +20,13 @@ from recon.nets import (
     gated_autoencoder,
     gated_branches,
     gated_unet,
+    inference_network,
     load_graph,
     save_graph,
     stacked_forward,
 )
-from recon.nets.graph import FORMAT
+from recon.nets.align import aligned_widths
+from recon.nets.graph import FORMAT, node_channels
 from recon.sparsity import density
 
 
@@ -297,3 +300,63 @@ def test_building_networks_leaves_the_global_rng_alone():
     get_registry("networks").build("unet", in_channels=1, out_channels=1, scales=2)
     get_registry("networks").build("dncnn", in_channels=1, out_channels=1, depth=3)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def _chain(widths: tuple[int, int]) -> dict:
+    """input → a → b → head (1 channel) → output = head + input: head is tied to the output."""
+    return {
+        "format": FORMAT,
+        "in_channels": 1,
+        "gates": {},
+        "nodes": [
+            {"name": "a", "op": "conv", "inputs": ["input"], "out": widths[0]},
+            {"name": "b", "op": "conv", "inputs": ["a"], "out": widths[1]},
+            {"name": "head", "op": "conv", "inputs": ["b"], "out": 1, "act": "none"},
+            {"name": "out", "op": "add", "inputs": ["head", "input"], "channels": 1},
+        ],
+        "output": "out",
+    }
+
+
+def test_aligned_widths_round_up_within_the_growth_limit():
+    spec = _chain((5, 13))
+    free = {"input": 1, "head": 1, "out": 1}
+    assert aligned_widths(spec, 8, float("inf")) == {**free, "a": 8, "b": 16}
+    assert aligned_widths(spec, 8, 0.25) == {**free, "a": 5, "b": 16}  # 8/5 = 1.6, 16/13 = 1.23
+    assert aligned_widths(spec, 8, 0.0) == {**free, "a": 5, "b": 13}
+    assert aligned_widths(spec, 4, 0.0) == aligned_widths(_chain((5, 13)), 1, 9.0)
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("family", ["unet", "autoencoder", "unet-unshuffled"])
+def test_alignment_pads_channels_with_zeros_and_keeps_outputs(seed, family):
+    small = compact(_sparsify(GraphNet(_family(family, (6, 12, 24))), seed)).double()
+    aligned = align_channels(small, 8, max_growth=float("inf"))
+    before, after = node_channels(small.spec), node_channels(aligned.spec)
+    tied = {n for n in before if after[n] % 8}  # widths tied to the input / output keep theirs
+    assert {"input", small.spec["output"]} <= tied and all(after[n] == before[n] for n in tied)
+    assert all(after[n] == -(-before[n] // 8) * 8 for n in set(before) - tied)
+    assert any(after[n] > before[n] for n in before)  # the random widths are not all aligned already
+    assert flops(aligned.spec, (32, 32)) > flops(small.spec, (32, 32))
+    x = torch.randn(2, 1, 31, 34, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(aligned(x), small(x), atol=1e-10, rtol=1e-10)  # summation order
+    assert align_channels(small, 8, max_growth=0.0).spec["nodes"] == small.spec["nodes"]  # nothing fits
+    with pytest.raises(ValueError):
+        align_channels(small, 0)
+
+
+def test_inference_network_is_aligned_channels_last_and_exact():
+    net = compact(_sparsify(GraphNet(_family("unet-unshuffled", (6, 12, 24))), seed=4)).eval()
+    fast = inference_network(net)
+    assert not fast.training and all(
+        p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4
+    )
+    assert node_channels(fast.spec) == aligned_widths(net.spec, 8, 0.1)
+    x = torch.randn(1, 1, 40, 36, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = net(x)
+        error = float((fast(x) - expected).abs().max())
+    assert error <= 1e-5 * float(expected.abs().max())  # float32 rounding (outputs reach ~200 here)
+    plain = torch.nn.Conv2d(1, 1, 3)
+    assert inference_network(plain) is plain  # not a GraphNet: left alone

@@ -113,3 +113,19 @@ def test_tikhonov_is_the_regularised_least_squares_solution():
     x = torch.linalg.solve(a.T @ a + lam * torch.eye(n, dtype=torch.float64), a.T @ y)
     expected = (x.reshape(12, 10).abs() * problem.scale).numpy()
     assert abs(result.reconstruction[0] - expected).max() < 1e-3 * expected.max()
+
+
+def test_learned_reconstruction_runs_the_inference_form_with_the_same_result():
+    from recon.datasets.scan import Scan
+    from recon.reconstruct import learned_reconstruction, prepare
+
+    image = torch.rand(2, 20, 18, generator=torch.Generator().manual_seed(0)).numpy()
+    problem = prepare(Scan("x", images=image), "blur", {"sigma": 1.0})
+    net = GraphNet(gated_unet(widths=(15, 30), blocks=1, unshuffle=2))  # 15 → 16 and 30 → 32 channels
+    model = Reconstructor(net, init="measurement").eval()
+    fast = model.for_inference()
+    assert fast.net is not model.net and fast.config() == model.config()
+    assert sum(p.numel() for p in fast.parameters()) > sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        expected = model(problem.y, problem.physics).abs()
+    torch.testing.assert_close(learned_reconstruction(problem, model), expected, atol=1e-5, rtol=1e-5)

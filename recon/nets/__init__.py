@@ -1,5 +1,6 @@
 """Networks described as graphs (GraphNet), search spaces, compaction."""
 
+from recon.nets.align import align_channels, inference_network
 from recon.nets.branches import branch_pruner, drop_thin_branches, gated_branches
 from recon.nets.compact import channel_report, compact, compact_flop_fraction, compact_weight_fraction
 from recon.nets.graph import GraphNet, flops, load_graph, save_graph
@@ -9,6 +10,7 @@ from recon.nets.stacked import stacked_forward
 __all__ = [
     "GLOBAL_RESIDUAL",
     "GraphNet",
+    "align_channels",
     "branch_pruner",
     "channel_report",
     "compact",
@@ -19,6 +21,7 @@ __all__ = [
     "gated_autoencoder",
     "gated_branches",
     "gated_unet",
+    "inference_network",
     "load_graph",
     "save_graph",
     "stacked_forward",

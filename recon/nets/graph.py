@@ -76,7 +76,9 @@ def to_graph_input(x: Tensor, f: int) -> Tensor:
 
 def from_graph_output(y: Tensor, f: int, size: tuple[int, int]) -> Tensor:
     """The output node's value back at the image's ``size`` (the inverse of :func:`to_graph_input`)."""
-    return y if f == 1 else F.pixel_shuffle(y, f)[..., : size[0], : size[1]]
+    # channels-last pixel_shuffle is 3× slower than making the tensor contiguous first (0.47
+    # against 0.16 ms for 4 × 128² channels on one thread)
+    return y if f == 1 else F.pixel_shuffle(y.contiguous(), f)[..., : size[0], : size[1]]
 
 
 def _fail(message: str) -> None:
