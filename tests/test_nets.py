@@ -17,6 +17,7 @@ from recon.nets import (
     compact_weight_fraction,
     drop_thin_branches,
     flops,
+    fold_into_convs,
     gated_autoencoder,
     gated_branches,
     gated_unet,
@@ -352,7 +353,7 @@ def test_inference_network_is_aligned_channels_last_and_exact():
     assert not fast.training and all(
         p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4
     )
-    assert node_channels(fast.spec) == aligned_widths(net.spec, 8, 0.1)
+    assert node_channels(fast.spec) == aligned_widths(fold_into_convs(net).spec, 8, 0.1)
     x = torch.randn(1, 1, 40, 36, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = net(x)
@@ -360,3 +361,44 @@ def test_inference_network_is_aligned_channels_last_and_exact():
     assert error <= 1e-5 * float(expected.abs().max())  # float32 rounding (outputs reach ~200 here)
     plain = torch.nn.Conv2d(1, 1, 3)
     assert inference_network(plain) is plain  # not a GraphNet: left alone
+
+
+def test_sum_gates_and_placements_fold_into_the_convolutions_they_read():
+    """a (ReLU, gate −0.5: not foldable) and b (no activation, gate 0.7) land on channels of s."""
+    spec = {
+        "format": FORMAT,
+        "in_channels": 1,
+        "gates": {"ga": -0.5, "gb": 0.7},
+        "nodes": [
+            {"name": "a", "op": "conv", "inputs": ["input"], "out": 3},
+            {"name": "b", "op": "conv", "inputs": ["input"], "out": 2, "act": "none"},
+            {"name": "s", "op": "add", "inputs": ["a", "b"], "gates": ["ga", "gb"], "channels": 4,
+             "take": [[2, 0, 1], None], "to": [[0, 1, 3], [2, 3]]},
+            {"name": "out", "op": "conv", "inputs": ["s"], "out": 1, "act": "none"},
+        ],
+        "output": "out",
+    }  # fmt: skip
+    net = GraphNet(spec).double()
+    folded = fold_into_convs(net)
+    s = next(n for n in folded.spec["nodes"] if n["name"] == "s")
+    assert s["gates"] == ["ga", None] and "take" not in s and "to" not in s
+    assert folded.convs["a"].out_channels == folded.convs["b"].out_channels == 4
+    x = torch.randn(2, 1, 9, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_folding_a_compacted_unet_keeps_outputs_and_removes_per_input_work(seed):
+    small = compact(_sparsify(GraphNet(_family("unet-unshuffled", (6, 12, 24))), seed, gates=0.0)).double()
+    folded = fold_into_convs(small)
+
+    def per_input_work(net: GraphNet) -> int:  # gates and placements on sum inputs
+        sums = [n for n in net.spec["nodes"] if n["op"] == "add"]
+        gates = sum(g is not None for n in sums for g in n.get("gates") or [])
+        return gates + sum(t is not None for n in sums for t in n.get("take") or [])
+
+    assert per_input_work(folded) < per_input_work(small)
+    x = torch.randn(1, 1, 30, 26, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), small(x), atol=1e-10, rtol=1e-10)

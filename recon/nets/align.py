@@ -18,7 +18,7 @@ input and output keep their widths, and so does every node tied to them by a one
 resize (padding those would need a channel placement, which costs more than it saves).
 
 It is an execution layout, like channels-last, not an architecture: saved models keep the widths
-the search found (FLOPs as searched), and :func:`inference_network` applies both when a model runs
+the search found (FLOPs as searched), and :func:`recon.nets.inference_network` applies both when a model runs
 (``recon reconstruct``). Nothing in PyTorch does this for a graph: oneDNN pads inside one kernel
 only, and pruning utilities keep the full shapes.
 """
@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from recon.nets.graph import GraphNet, node_channels
 
@@ -130,13 +130,3 @@ def _explicit_maps(node: Mapping[str, Any], channels: Mapping[str, int]) -> tupl
             tos[i] = tos[i] if tos[i] is not None else list(range(channels[node["name"]]))
     return list(takes), list(tos)
 
-
-def inference_network(net: nn.Module) -> nn.Module:
-    """The fastest form of ``net`` for inference on its device, with the same outputs. On the CPU a
-    GraphNet is aligned (:func:`align_channels`) and put in the channels-last layout (dense U-Nets
-    run twice as fast, compacted ones up to a third; BENCHMARKS.md). Other networks, and every
-    network on other devices (not measured there), are returned as they are."""
-    reference = next(iter(net.parameters()), None)
-    if not isinstance(net, GraphNet) or reference is None or reference.device.type != "cpu":
-        return net
-    return align_channels(net).eval().to(memory_format=torch.channels_last)
