@@ -129,4 +129,3 @@ def _explicit_maps(node: Mapping[str, Any], channels: Mapping[str, int]) -> tupl
             takes[i] = takes[i] if takes[i] is not None else list(range(channels[src]))
             tos[i] = tos[i] if tos[i] is not None else list(range(channels[node["name"]]))
     return list(takes), list(tos)
-
