@@ -18,9 +18,9 @@ input and output keep their widths, and so does every node tied to them by a one
 resize (padding those would need a channel placement, which costs more than it saves).
 
 It is an execution layout, like channels-last, not an architecture: saved models keep the widths
-the search found (FLOPs as searched), and :func:`recon.nets.inference_network` applies both when a model runs
-(``recon reconstruct``). Nothing in PyTorch does this for a graph: oneDNN pads inside one kernel
-only, and pruning utilities keep the full shapes.
+the search found (FLOPs as searched), and :func:`recon.nets.inference_network` applies both when a
+model runs (``recon reconstruct``). Nothing in PyTorch does this for a graph: oneDNN pads inside one
+kernel only, and pruning utilities keep the full shapes.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recon.nets.graph import GraphNet, node_channels
+from recon.nets.graph import GraphNet, graph_like, node_channels
 
 MAX_GROWTH = 0.1
 
@@ -104,14 +104,7 @@ def align_channels(net: GraphNet, multiple: int = 8, max_growth: float = MAX_GRO
             new["values"] = node["values"] + [0.0] * (width[name] - channels[name])
             new_state[f"const_{name}"] = _pad(state[f"const_{name}"], width[name])
         nodes.append(new)
-    aligned = GraphNet({**spec, "nodes": nodes}).train(net.training)
-    reference = next(iter(net.parameters()), None)
-    if reference is not None:
-        aligned = aligned.to(device=reference.device, dtype=reference.dtype)
-    for key, value in state.items():
-        new_state.setdefault(key, value)
-    aligned.load_state_dict(new_state)
-    return aligned
+    return graph_like(net, {**spec, "nodes": nodes}, {**state, **new_state})
 
 
 def _pad(values: Tensor, width: int) -> Tensor:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recon.nets.graph import GraphNet, flops, node_channels
+from recon.nets.graph import GraphNet, flops, graph_like, node_channels
 
 
 def _gate(net: GraphNet, gate: str | None) -> float:
@@ -195,18 +195,8 @@ def compact(net: GraphNet, tol: float = 0.0) -> GraphNet:
         "gates": new_gates,
         "nodes": new_nodes,
     }
-    compacted = GraphNet(new_spec)
-    reference = next(iter(net.parameters()), None)
-    if reference is not None:
-        compacted = compacted.to(device=reference.device, dtype=reference.dtype)
-    state = compacted.state_dict()
-    for key, current in state.items():
-        if key.startswith("gates."):
-            state[key] = torch.tensor(new_gates[key[len("gates.") :]], dtype=current.dtype)
-        else:
-            state[key] = new_params[key].to(current.dtype)
-    compacted.load_state_dict(state)
-    return compacted
+    gates = {f"gates.{name}": torch.tensor(value) for name, value in new_gates.items()}
+    return graph_like(net, new_spec, {**new_params, **gates})
 
 
 def _maps(node: dict[str, Any], i: int, in_width: int, out_width: int) -> tuple[Tensor, Tensor]:

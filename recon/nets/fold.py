@@ -21,7 +21,7 @@ from collections import Counter
 import torch
 from torch import Tensor
 
-from recon.nets.graph import GraphNet, node_channels
+from recon.nets.graph import GraphNet, graph_like, node_channels
 
 
 @torch.no_grad()
@@ -58,12 +58,7 @@ def fold_into_convs(net: GraphNet) -> GraphNet:
             node["take"], node["to"] = takes, tos
         else:
             node.pop("take", None), node.pop("to", None)
-    folded = GraphNet(spec).train(net.training)
-    reference = next(iter(net.parameters()), None)
-    if reference is not None:
-        folded = folded.to(device=reference.device, dtype=reference.dtype)
-    folded.load_state_dict(state)
-    return folded
+    return graph_like(net, spec, state)
 
 
 def _covers(take: list[int] | None, width: int) -> bool:

@@ -195,6 +195,17 @@ class GraphNet(nn.Module):
         return [n for n in self.spec["nodes"] if n["op"] == "conv"]
 
 
+def graph_like(net: GraphNet, spec: Mapping[str, Any], state: Mapping[str, Tensor]) -> GraphNet:
+    """A GraphNet of ``spec`` holding ``state`` (cast to ``net``'s dtype), on ``net``'s device and in
+    its training mode: how compaction, folding and alignment hand back a rebuilt network."""
+    rebuilt = GraphNet(spec).train(net.training)
+    reference = next(iter(net.parameters()), None)
+    if reference is not None:
+        rebuilt = rebuilt.to(device=reference.device, dtype=reference.dtype)
+    rebuilt.load_state_dict(state)  # copies cast each tensor to the parameter's dtype
+    return rebuilt
+
+
 def add_node(
     net: GraphNet, node: Mapping[str, Any], inputs: list[Tensor], widths: list[int], copies: int = 1
 ) -> Tensor:
