@@ -49,8 +49,9 @@ measured with ``--measure weights``.
 Reported per method: PSNR / SSIM, weight density (non-zero fraction of the trained network), kept
 fraction (non-zero weights of the deployed, compacted network over the dense one's: what magnitude
 pruning and the thin network are matched to), active channels, FLOPs of the compacted network
-(at 256×256), CPU inference time of the compacted vs the dense network, and the time of a training
-step (forward, backward, optimizer) relative to Adam, measured interleaved on the same network.
+(at 256×256), CPU inference time of the compacted vs the dense network (each in its inference
+form), and the time of a training step (forward, backward, optimizer) relative to Adam, measured
+interleaved on the same network.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ from recon.nets import (
     compact_weight_fraction,
     flops,
     gated_unet,
+    inference_network,
 )
 from recon.plugins.distillation import Distillation
 from recon.reconstructors import Reconstructor
@@ -161,8 +163,10 @@ def magnitude_prune(net: GraphNet, target: float) -> dict[str, torch.Tensor]:
 
 
 def inference_ms(net: GraphNet, repeats: int = 15) -> float:
+    """Median time of one image through ``net`` in its inference form (what ``recon reconstruct``
+    runs: :func:`recon.nets.inference_network`)."""
     x = torch.rand(1, 1, *EVAL_SIZE)
-    net.eval()
+    net = inference_network(net)
     with torch.no_grad():
         net(x)
         times = []
