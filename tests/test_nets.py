@@ -364,7 +364,8 @@ def test_inference_network_is_aligned_channels_last_and_exact():
 
 
 def test_sum_gates_and_placements_fold_into_the_convolutions_they_read():
-    """a (ReLU, gate −0.5: not foldable) and b (no activation, gate 0.7) land on channels of s."""
+    """a (ReLU, gate −0.5: not foldable) and b (no activation, gate 0.7) land on channels of s,
+    which adds a constant offset."""
     spec = {
         "format": FORMAT,
         "in_channels": 1,
@@ -373,15 +374,16 @@ def test_sum_gates_and_placements_fold_into_the_convolutions_they_read():
             {"name": "a", "op": "conv", "inputs": ["input"], "out": 3},
             {"name": "b", "op": "conv", "inputs": ["input"], "out": 2, "act": "none"},
             {"name": "s", "op": "add", "inputs": ["a", "b"], "gates": ["ga", "gb"], "channels": 4,
-             "take": [[2, 0, 1], None], "to": [[0, 1, 3], [2, 3]]},
+             "take": [[2, 0, 1], None], "to": [[0, 1, 3], [2, 3]], "offset": True},
             {"name": "out", "op": "conv", "inputs": ["s"], "out": 1, "act": "none"},
         ],
         "output": "out",
     }  # fmt: skip
     net = GraphNet(spec).double()
+    net.offset_s.copy_(torch.tensor([0.5, -1.0, 2.0, 0.25]))
     folded = fold_into_convs(net)
     s = next(n for n in folded.spec["nodes"] if n["name"] == "s")
-    assert s["gates"] == ["ga", None] and "take" not in s and "to" not in s
+    assert s["gates"] == ["ga", None] and not {"take", "to", "offset"} & set(s)  # the offset: into b's bias
     assert folded.convs["a"].out_channels == folded.convs["b"].out_channels == 4
     x = torch.randn(2, 1, 9, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -393,10 +395,11 @@ def test_folding_a_compacted_unet_keeps_outputs_and_removes_per_input_work(seed)
     small = compact(_sparsify(GraphNet(_family("unet-unshuffled", (6, 12, 24))), seed, gates=0.0)).double()
     folded = fold_into_convs(small)
 
-    def per_input_work(net: GraphNet) -> int:  # gates and placements on sum inputs
+    def per_input_work(net: GraphNet) -> int:  # gates and placements on sum inputs, offsets
         sums = [n for n in net.spec["nodes"] if n["op"] == "add"]
         gates = sum(g is not None for n in sums for g in n.get("gates") or [])
-        return gates + sum(t is not None for n in sums for t in n.get("take") or [])
+        offsets = sum(bool(n.get("offset")) for n in sums)
+        return gates + offsets + sum(t is not None for n in sums for t in n.get("take") or [])
 
     assert per_input_work(folded) < per_input_work(small)
     x = torch.randn(1, 1, 30, 26, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))

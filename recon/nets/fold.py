@@ -10,13 +10,16 @@ Where the sum is the only reader of a convolution :math:`c`, both fold into :mat
 its output rows are scaled by :math:`g` (exact for ``act`` none, and for ReLU when :math:`g > 0`,
 since :math:`\mathrm{relu}(g z) = g\,\mathrm{relu}(z)`) and written straight to the sum's channel
 positions (row ``to[j]`` = old row ``take[j]``, the other rows zero, hence 0 after the activation).
-The sum then adds whole tensors. Outputs agree to float rounding.
+The sum then adds whole tensors; a constant ``offset`` of the sum (dead units folded by compaction)
+goes into the bias of such a convolution when it has no activation. Outputs agree to float rounding.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -54,11 +57,42 @@ def fold_into_convs(net: GraphNet) -> GraphNet:
                 conv["out"] = channels[node["name"]]
                 takes[i] = tos[i] = None
         node["gates"] = gates
+        if node.get("offset"):
+            _fold_offset(node, nodes, state, readers, channels)
         if any(t is not None for t in (*takes, *tos)):
             node["take"], node["to"] = takes, tos
         else:
             node.pop("take", None), node.pop("to", None)
     return graph_like(net, spec, state)
+
+
+def _fold_offset(
+    node: dict[str, Any],
+    nodes: Mapping[str, dict[str, Any]],
+    state: dict[str, Tensor],
+    readers: Counter,
+    channels: Mapping[str, int],
+) -> None:
+    """A sum's constant ``offset`` moved into the bias of an input convolution that only the sum
+    reads, covers all its channels one to one, has no gate and no activation (exact: the offset
+    is added before nothing else touches it)."""
+    n = len(node["inputs"])
+    takes, tos = node.get("take") or [None] * n, node.get("to") or [None] * n
+    for i, src in enumerate(node["inputs"]):
+        conv = nodes.get(src)
+        if (
+            conv is not None
+            and conv["op"] == "conv"
+            and conv.get("act", "relu") == "none"
+            and readers[src] == 1
+            and node["gates"][i] is None
+            and takes[i] is None
+            and tos[i] is None
+            and conv["out"] == channels[node["name"]]
+        ):
+            state[f"convs.{src}.bias"] += state.pop(f"offset_{node['name']}")
+            node.pop("offset")
+            return
 
 
 def _covers(take: list[int] | None, width: int) -> bool:

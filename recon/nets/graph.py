@@ -217,18 +217,27 @@ def add_node(
     on channels-last tensors several times faster than ``index_select`` / ``index_add``, and
     ``torch.func.vmap`` batches it. Channel blocks (``copies`` > 1, channels-last) are placed by
     one matrix product of the ``(pixels·copies, width)`` view instead: 2–3× faster than the
-    grouped 1×1 convolution with 4–16 blocks."""
+    grouped 1×1 convolution with 4–16 blocks. On channels-last tensors a placed input is added to
+    the sum of the one-to-one inputs by one ``addmm`` on their ``(pixels, channels)`` views (placing
+    and adding in one pass: 0.19 against 0.39 ms for 19 → 32 channels at 128²)."""
     channels = net.channels[node["name"]]
     takes = node.get("take") or [None] * len(inputs)
     tos = node.get("to") or [None] * len(inputs)
     out = None
+    placed = []
     for t, width, take, to in zip(inputs, widths, takes, tos, strict=True):
-        identity = (take is None or take == list(range(width))) and (
-            to is None or to == list(range(channels))
-        )
-        if not identity:
-            matrix = _placement(take, to, width, channels, t)
-            t = _place_blocks(t, matrix) if copies > 1 else F.conv2d(t, matrix[:, :, None, None])
+        if (take is None or take == list(range(width))) and (to is None or to == list(range(channels))):
+            out = t if out is None else out + t
+        else:
+            placed.append((t, _placement(take, to, width, channels, t)))
+    for t, matrix in placed:
+        if copies > 1:
+            t = _place_blocks(t, matrix)
+        elif out is not None and _channels_last(out) and _channels_last(t):
+            out = _add_placed(out, t, matrix)
+            continue
+        else:
+            t = F.conv2d(t, matrix[:, :, None, None])
         out = t if out is None else out + t
     if node.get("offset"):
         offset = getattr(net, f"offset_{node['name']}").to(out.dtype).repeat(copies)
@@ -245,6 +254,19 @@ def _placement(
     cols = torch.tensor(take if take is not None else range(width), device=like.device)
     matrix[rows, cols] = 1
     return matrix
+
+
+def _channels_last(t: Tensor) -> bool:
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _add_placed(out: Tensor, t: Tensor, matrix: Tensor) -> Tensor:
+    """``out`` plus ``t`` placed by ``matrix``, both channels-last: one ``addmm`` on the pixel rows."""
+    n, c, h, w = out.shape
+    rows = torch.addmm(
+        out.permute(0, 2, 3, 1).reshape(-1, c), t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]), matrix.T
+    )
+    return rows.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def _place_blocks(t: Tensor, matrix: Tensor) -> Tensor:
