@@ -12,7 +12,7 @@ from recon.nets.graph import GraphNet
 
 def inference_network(net: nn.Module) -> nn.Module:
     """The fastest form of ``net`` for inference on its device, with the same outputs (to float
-    rounding). On the CPU a GraphNet gets its sums' gates and placements folded into convolutions
+    rounding). On the CPU a GraphNet gets its sums' gates, offsets and placements folded into convolutions
     (:func:`~recon.nets.fold.fold_into_convs`), its channel counts aligned
     (:func:`~recon.nets.align.align_channels`) and the channels-last layout (dense U-Nets run twice
     as fast in it; BENCHMARKS.md, Sparse training). Other networks, and every network on other
