@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from recon.nets.compact import compact
-from recon.nets.graph import GraphNet
+from recon.nets.graph import GraphNet, node_readers
 
 
 def gated_branches(spec: Mapping[str, Any]) -> dict[str, list[str]]:
@@ -28,10 +28,7 @@ def gated_branches(spec: Mapping[str, Any]) -> dict[str, list[str]]:
     backwards, each read by the next one only (empty where the gated input is not a convolution,
     e.g. a global residual's gate on ``input``)."""
     nodes = {n["name"]: n for n in spec["nodes"]}
-    readers: dict[str, int] = {}
-    for node in spec["nodes"]:
-        for source in node["inputs"]:
-            readers[source] = readers.get(source, 0) + 1
+    readers = node_readers(spec)
     branches: dict[str, list[str]] = {}
     for node in spec["nodes"]:
         if node["op"] != "add":
@@ -40,7 +37,7 @@ def gated_branches(spec: Mapping[str, Any]) -> dict[str, list[str]]:
             if gate is None:
                 continue
             chain, current = [], source
-            while current in nodes and nodes[current]["op"] == "conv" and readers.get(current) == 1:
+            while current in nodes and nodes[current]["op"] == "conv" and readers[current] == 1:
                 chain.append(current)
                 if len(nodes[current]["inputs"]) != 1:
                     break

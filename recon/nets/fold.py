@@ -17,82 +17,78 @@ goes into the bias of such a convolution when it has no activation. Outputs agre
 from __future__ import annotations
 
 import copy
-from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from recon.nets.graph import GraphNet, graph_like, node_channels
+from recon.nets.graph import GraphNet, graph_like, node_channels, node_readers
 
 
 @torch.no_grad()
 def fold_into_convs(net: GraphNet) -> GraphNet:
-    """``net`` with the gates and channel placements of sum inputs folded into the convolutions
+    """``net`` with the gates, channel placements and offsets of sums folded into the convolutions
     that only those sums read (see the module docstring); other nodes are copied as they are."""
     spec = copy.deepcopy(net.spec)
     channels = node_channels(spec)
-    readers = Counter(src for node in spec["nodes"] for src in node["inputs"])
+    readers = node_readers(spec)
     nodes = {node["name"]: node for node in spec["nodes"]}
     state = {k: v.clone() for k, v in net.state_dict().items()}
     gate_values = {name: float(p) for name, p in net.gates.items()}
+
+    def sole_reader_conv(src: str) -> dict[str, Any] | None:
+        """The convolution ``src`` when the sum being folded is its only reader."""
+        conv = nodes.get(src)
+        foldable = conv is not None and conv["op"] == "conv" and readers[src] == 1 and src != spec["output"]
+        return conv if foldable else None
+
     for node in spec["nodes"]:
         if node["op"] != "add":
             continue
         n = len(node["inputs"])
-        gates = node.get("gates") or [None] * n
-        takes, tos = node.get("take") or [None] * n, node.get("to") or [None] * n
-        for i, src in enumerate(node["inputs"]):
-            conv = nodes.get(src)
-            if conv is None or conv["op"] != "conv" or readers[src] != 1 or src == spec["output"]:
+        gates = list(node.get("gates") or [None] * n)
+        takes, tos = list(node.get("take") or [None] * n), list(node.get("to") or [None] * n)
+        convs = [sole_reader_conv(src) for src in node["inputs"]]
+        for i, (src, conv) in enumerate(zip(node["inputs"], convs, strict=True)):
+            if conv is None:
                 continue
             scale = 1.0 if gates[i] is None else gate_values[gates[i]]
             if gates[i] is not None and (scale > 0 or conv.get("act", "relu") == "none"):
                 _scale_rows(state, src, scale)
                 gates[i] = None
-            take, to = takes[i], tos[i]
-            if (take is not None or to is not None) and _covers(take, channels[src]):
-                _place_rows(state, src, take, to, channels[node["name"]])
+            if (takes[i] is not None or tos[i] is not None) and _covers(takes[i], channels[src]):
+                _place_rows(state, src, takes[i], tos[i], channels[node["name"]])
                 conv["out"] = channels[node["name"]]
                 takes[i] = tos[i] = None
         node["gates"] = gates
-        if node.get("offset"):
-            _fold_offset(node, nodes, state, readers, channels)
+        node.pop("take", None), node.pop("to", None)
         if any(t is not None for t in (*takes, *tos)):
             node["take"], node["to"] = takes, tos
-        else:
-            node.pop("take", None), node.pop("to", None)
+        if node.pop("offset", False):
+            _fold_offset(node, convs, state, channels[node["name"]])
     return graph_like(net, spec, state)
 
 
 def _fold_offset(
-    node: dict[str, Any],
-    nodes: Mapping[str, dict[str, Any]],
-    state: dict[str, Tensor],
-    readers: Counter,
-    channels: Mapping[str, int],
+    node: dict[str, Any], convs: list[dict[str, Any] | None], state: dict[str, Tensor], width: int
 ) -> None:
-    """A sum's constant ``offset`` moved into the bias of an input convolution that only the sum
-    reads, covers all its channels one to one, has no gate and no activation (exact: the offset
-    is added before nothing else touches it)."""
+    """A sum's constant offset moved into the bias of an input convolution that only the sum reads,
+    covers all its channels one to one (no ``take``/``to`` left), has no gate and no activation
+    (exact: the offset is added before nothing else touches it); else the sum keeps it."""
     n = len(node["inputs"])
     takes, tos = node.get("take") or [None] * n, node.get("to") or [None] * n
-    for i, src in enumerate(node["inputs"]):
-        conv = nodes.get(src)
+    for i, (src, conv) in enumerate(zip(node["inputs"], convs, strict=True)):
         if (
             conv is not None
-            and conv["op"] == "conv"
             and conv.get("act", "relu") == "none"
-            and readers[src] == 1
+            and conv["out"] == width
             and node["gates"][i] is None
             and takes[i] is None
             and tos[i] is None
-            and conv["out"] == channels[node["name"]]
         ):
             state[f"convs.{src}.bias"] += state.pop(f"offset_{node['name']}")
-            node.pop("offset")
             return
+    node["offset"] = True
 
 
 def _covers(take: list[int] | None, width: int) -> bool:

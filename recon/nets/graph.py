@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,12 @@ class GraphNet(nn.Module):
 
     def conv_nodes(self) -> list[Mapping[str, Any]]:
         return [n for n in self.spec["nodes"] if n["op"] == "conv"]
+
+
+def node_readers(spec: Mapping[str, Any]) -> Counter[str]:
+    """How many times each node is read as an input (a node read by one convolution only can be
+    changed together with it: folding, switching off branches)."""
+    return Counter(src for node in spec["nodes"] for src in node["inputs"])
 
 
 def graph_like(net: GraphNet, spec: Mapping[str, Any], state: Mapping[str, Tensor]) -> GraphNet:
