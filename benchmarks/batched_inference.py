@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.func import functional_call, vmap
 
+from recon.allocator import retain_freed_memory
 from recon.datasets.readers import read_scan
 from recon.datasets.training import packaged_mr_root
 from recon.modelio import load_model
@@ -73,6 +74,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json")
     args = parser.parse_args()
+    retain_freed_memory()  # the allocator settings recon's CLI runs with (recon.allocator)
     torch.manual_seed(0)
     model = load_model(args.model)[0].eval()  # a bundled name or a path
     net, k = model.net, args.samples

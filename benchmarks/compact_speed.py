@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from recon.allocator import retain_freed_memory
 from recon.modelio import load_model
 from recon.nets import GraphNet, inference_network
 from recon.nets.graph import flops, spatial_sizes
@@ -204,6 +205,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time the networks under torch.compile")
     parser.add_argument("--json")
     args = parser.parse_args()
+    retain_freed_memory()  # the allocator settings recon's CLI runs with (recon.allocator)
     torch.set_num_threads(args.threads)
     size = (args.size, args.size)
     out: dict[str, Any] = {

@@ -37,6 +37,7 @@ import imagecodecs
 import numpy as np
 import torch
 
+from recon.allocator import retain_freed_memory
 from recon.codec import Quality, compress, decompress, load_codec
 from recon.codec.model import default_codec
 from recon.datasets.builders import VOLUMES
@@ -198,6 +199,7 @@ def main() -> None:
     parser.add_argument("--lossy-only", action="store_true", help="skip the lossless rows (and speeds)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    retain_freed_memory()  # the allocator settings recon's CLI runs with (recon.allocator)
     model = load_codec(args.model) if args.model else default_codec()
     out: dict[str, Any] = {
         "benchmark": "compression",

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recon.allocator import retain_freed_memory
 from recon.datasets.readers import read_scan
 from recon.datasets.scan import Scan
 from recon.datasets.training import packaged_mr_root
@@ -120,6 +121,7 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--json")
     args = parser.parse_args()
+    retain_freed_memory()  # the allocator settings recon's CLI runs with (recon.allocator)
     torch.set_grad_enabled(False)
     volumes = test_volumes()
     print(

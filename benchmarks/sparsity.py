@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LambdaLR
 
+from recon.allocator import retain_freed_memory
 from recon.datasets.training import PatchDataset, image_pool
 from recon.modelio import save_model
 from recon.nets import (
@@ -680,6 +681,7 @@ def main() -> None:
     )
     parser.add_argument("--json")
     args = parser.parse_args()
+    retain_freed_memory()  # the allocator settings recon's CLI runs with (recon.allocator)
     if args.min_branch_width > 1 and not args.settle:
         parser.error("--min-branch-width acts when the support is frozen: it needs --settle")
     torch.manual_seed(0)

@@ -42,6 +42,7 @@ import deepinv as dinv
 import numpy as np
 import torch
 
+from recon.allocator import retain_freed_memory
 from recon.datasets.readers import read_scan
 from recon.datasets.training import packaged_mr_root
 from recon.errors import InputError
@@ -232,6 +233,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json")
     args = parser.parse_args()
+    retain_freed_memory()  # the allocator settings recon's CLI runs with (recon.allocator)
     out: dict[str, Any] = {
         "benchmark": "uncertainty",
         "machine": {

@@ -27,7 +27,7 @@ from recon.nets import (
     stacked_forward,
 )
 from recon.nets.align import aligned_widths
-from recon.nets.graph import FORMAT, node_channels
+from recon.nets.graph import FORMAT, dead_after, node_channels
 from recon.sparsity import density
 
 
@@ -405,3 +405,16 @@ def test_folding_a_compacted_unet_keeps_outputs_and_removes_per_input_work(seed)
     x = torch.randn(1, 1, 30, 26, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         torch.testing.assert_close(folded(x), small(x), atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("spec", [gated_unet(1, 1, widths=(4, 8), blocks=1), gated_autoencoder(1)])
+def test_forward_drops_each_value_after_its_last_reader(spec) -> None:
+    nodes = spec["nodes"]
+    dead = dead_after(spec)
+    read = {src for node in nodes for src in node["inputs"]}
+    dropped = [name for names in dead for name in names]
+    assert sorted(dropped) == sorted(read - {spec["output"]})  # every value read, dropped once
+    for i, names in enumerate(dead):
+        for name in names:
+            assert name in nodes[i]["inputs"]  # dropped by its reader ...
+            assert all(name not in later["inputs"] for later in nodes[i + 1 :])  # ... the last one

@@ -139,6 +139,7 @@ class GraphNet(nn.Module):
         self.gates = nn.ParameterDict(
             {g: nn.Parameter(torch.tensor(float(v))) for g, v in self.spec.get("gates", {}).items()}
         )
+        self.dead_after = dead_after(self.spec)
 
     def _build_layers(self) -> None:
         for node in self.spec["nodes"]:
@@ -168,7 +169,7 @@ class GraphNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         values: dict[str, Tensor] = {"input": to_graph_input(x, self.unshuffle)}
-        for node in self.spec["nodes"]:
+        for node, dead in zip(self.spec["nodes"], self.dead_after, strict=True):
             name, op = node["name"], node["op"]
             if op == "conv":
                 inputs = self._gated(values, node)
@@ -181,6 +182,8 @@ class GraphNet(nn.Module):
                 values[name] = upsample(node, values[node["inputs"][0]], like)
             else:
                 values[name] = self.constant(name, values[node["inputs"][0]])
+            for src in dead:
+                del values[src]
         return from_graph_output(values[self.spec["output"]], self.unshuffle, x.shape[-2:])
 
     def constant(self, node: str, like: Tensor) -> Tensor:
@@ -200,6 +203,18 @@ def node_readers(spec: Mapping[str, Any]) -> Counter[str]:
     """How many times each node is read as an input (a node read by one convolution only can be
     changed together with it: folding, switching off branches)."""
     return Counter(src for node in spec["nodes"] for src in node["inputs"])
+
+
+def dead_after(spec: Mapping[str, Any]) -> list[list[str]]:
+    """Per node, the values no later node reads (the output excepted): a forward pass drops them
+    there, so that its peak memory is the largest set of values alive at once, not all of them,
+    and new buffers reuse freed ones that are still in the cache."""
+    last_reader = {src: i for i, node in enumerate(spec["nodes"]) for src in node["inputs"]}
+    dead: list[list[str]] = [[] for _ in spec["nodes"]]
+    for src, i in last_reader.items():
+        if src != spec["output"]:
+            dead[i].append(src)
+    return dead
 
 
 def graph_like(net: GraphNet, spec: Mapping[str, Any], state: Mapping[str, Tensor]) -> GraphNet:

@@ -68,8 +68,10 @@ def stacked_forward(
     else:
         start = _Value(x, False, x.shape[1])
     run = _Run(net, params, stacked, k, {"input": start})
-    for node in net.spec["nodes"]:
+    for node, dead in zip(net.spec["nodes"], net.dead_after, strict=True):
         run.values[node["name"]] = run.node(node)
+        for src in dead:  # values no later node reads (GraphNet.dead_after)
+            del run.values[src]
     return from_graph_output(run.values[net.spec["output"]].as_5d(k).transpose(0, 1), net.unshuffle, size)
 
 
