@@ -16,6 +16,11 @@ issue's target is a whole-network speedup of at least 0.6 × the FLOP reduction.
 convolution c → c at full resolution for c = 1 … 32, the floor the thin full-resolution layers
 meet: with oneDNN on this CPU a layer's time stops falling with its channel count well before its
 FLOPs do.
+
+The process runs with the allocator settings of recon's CLI (:mod:`recon.allocator`). Under glibc's
+defaults the dense network's larger activations came back as fresh pages on every pass. Its
+best-of-25 then depended on the allocator's state, 63–80 ms for the same network, and that
+inflated the ratio by up to 0.1.
 """
 
 from __future__ import annotations
@@ -205,12 +210,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time the networks under torch.compile")
     parser.add_argument("--json")
     args = parser.parse_args()
-    retain_freed_memory()  # the allocator settings recon's CLI runs with (recon.allocator)
+    retained = retain_freed_memory()  # the allocator settings recon's CLI runs with (recon.allocator)
     torch.set_num_threads(args.threads)
     size = (args.size, args.size)
     out: dict[str, Any] = {
         "benchmark": "compact_speed",
         "machine": {"platform": platform.platform(), "threads": args.threads, "torch": torch.__version__},
+        "allocator_retains_freed_memory": retained,
         "size": list(size),
         "models": {},
     }
