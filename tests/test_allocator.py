@@ -39,7 +39,8 @@ def test_retained_memory_is_reused_without_page_faults() -> None:
     default, retained = _run("default"), _run("retain")
     assert retained["applied"] is True
     pages = 10 * (4 << 20) // 4096  # the ten buffers' pages
-    assert min(default["faults"][2:]) > pages // 2  # glibc's adaptive thresholds: fresh pages each pass
+    # glibc's adaptive thresholds hand back fresh pages on each pass (how many varies: 50-100%)
+    assert min(default["faults"][2:]) > pages // 10
     assert max(retained["faults"][2:]) < pages // 20  # the heap's pages are reused
 
 
