@@ -27,7 +27,7 @@ from recon.nets import (
     stacked_forward,
 )
 from recon.nets.align import aligned_widths
-from recon.nets.graph import FORMAT, dead_after, node_channels
+from recon.nets.graph import FORMAT, _channels_last, dead_after, node_channels
 from recon.sparsity import density
 
 
@@ -418,3 +418,28 @@ def test_forward_drops_each_value_after_its_last_reader(spec) -> None:
         for name in names:
             assert name in nodes[i]["inputs"]  # dropped by its reader ...
             assert all(name not in later["inputs"] for later in nodes[i + 1 :])  # ... the last one
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 4, 1, 6), (2, 1, 5, 5), (1, 1, 1, 1)])
+def test_channels_last_is_read_from_strides(shape) -> None:
+    for t in (torch.rand(shape), torch.rand(shape).contiguous(memory_format=torch.channels_last)):
+        assert _channels_last(t) == t.is_contiguous(memory_format=torch.channels_last)
+    assert not _channels_last(torch.rand(shape).transpose(2, 3)[..., :1, :]) or shape[2] == 1
+
+
+def test_vmap_over_weight_sets_matches_one_call_per_set() -> None:
+    """torch.func users may vmap a compacted network (channels-last, placed sums) over weight sets."""
+    from torch.func import functional_call, vmap
+
+    net = compact(_sparsify(GraphNet(_family("unet-unshuffled", (6, 12, 24))), seed=4)).eval()
+    net = net.to(memory_format=torch.channels_last)
+    x = torch.randn(1, 1, 24, 20, generator=torch.Generator().manual_seed(2))
+    x = x.contiguous(memory_format=torch.channels_last)
+    params = dict(net.named_parameters())
+    stacked = {k: torch.stack([p.detach(), 1.5 * p.detach()]) for k, p in params.items()}
+    with torch.no_grad():
+        batched = vmap(lambda p: functional_call(net, p, (x,)))(stacked)
+        for i in range(2):
+            one = functional_call(net, {k: v[i] for k, v in stacked.items()}, (x,))
+            error = float((batched[i] - one).abs().max())
+            assert error <= 1e-5 * float(one.abs().max())  # float32 rounding (outputs reach ~100s)

@@ -279,7 +279,15 @@ def _placement(
 
 
 def _channels_last(t: Tensor) -> bool:
-    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    """Whether ``t`` is a channels-last 4-D tensor, read from its strides. ``is_contiguous`` with a
+    memory format raises inside ``torch.func.vmap``; strides are defined there (per sample)."""
+    if t.dim() != 4:
+        return False
+    _, c, h, w = t.shape
+    expected = (h * w * c, 1, w * c, c)
+    return all(
+        size == 1 or stride == want for size, stride, want in zip(t.shape, t.stride(), expected, strict=True)
+    )
 
 
 def _add_placed(out: Tensor, t: Tensor, matrix: Tensor) -> Tensor:
