@@ -53,8 +53,8 @@ def run_once(source: Path, out: Path, env: dict[str, str]) -> dict[str, float]:
     command += ["--out", str(out)]
     start = time.perf_counter()
     process = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE, text=True)
-    stdout = process.stdout.read() if process.stdout else ""
-    _, status, usage = os.wait4(process.pid, 0)
+    stdout = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)  # reaps the child: its own rusage, not the sum
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"recon reconstruct failed on {source}")

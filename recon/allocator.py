@@ -5,9 +5,9 @@ its *mmap threshold* with fresh ``mmap`` pages and hands the free top of its hea
 system above its *trim threshold*. Both thresholds adapt to the largest freed block, which is a few
 MB for a network's activations. So a network that frees its activations at the end of each pass
 gets them back as new pages on the next one, and pays a page fault (a zeroed 4 KB page) for every
-page it touches again. `recon reconstruct` on 16 MR slices of 256² took 712 000–912 000 faults and
-3.4–4.6 s of reconstruction with the defaults, and 290 000–410 000 faults and 2.3–2.6 s with the
-thresholds below (BENCHMARKS.md, Learned reconstruction).
+page it touches again. `recon reconstruct` on a 16 × 256² MR stack took 822 794 faults and 3.375 s
+of reconstruction with the defaults, and 410 142 faults and 2.687 s with the thresholds below
+(`benchmarks/cli_reconstruct.py`, medians of five runs; BENCHMARKS.md, Learned reconstruction).
 
 Fixed thresholds turn the adaptation off:
 
