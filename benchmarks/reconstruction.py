@@ -1,6 +1,6 @@
 """Reconstruction quality on held-out real MR slices: baselines, dense and sparse learned networks.
 
-    python benchmarks/reconstruction.py [--runs runs] [--json out.json]
+    python benchmarks/reconstruction.py [--runs runs] [--extra LABEL=PATH,...] [--json out.json]
 
 Held-out data: the test split of ``packaged-mr`` (dipy S0_10 and the T1 coronal slice, subjects
 never used in training). Settings: MRI 4× (8% centre) and 8× (4%) random Cartesian masks (seeded per
@@ -8,7 +8,10 @@ volume), Gaussian deblurring (σ = 2, noise 0.01) and denoising (σ = 0.1) of th
 Methods: zero-filled / adjoint, TV (deepinv PGD, λ from the validation split), Tikhonov (deblurring),
 the dense network trained with Adam (``RUNS/<recipe>-dense``) and the sparse compacted network
 (bundled, or ``RUNS/<recipe>``). Reported: PSNR / SSIM (fastMRI conventions, per volume, averaged
-over volumes weighted by slices), parameters, FLOPs per slice and reconstruction time per slice.
+over volumes weighted by slices, and each volume's PSNR: the slice-weighted mean is mostly the ten
+EPI slices, and hid how the models do on the sharp T1 slice that ``make demo`` reconstructs),
+parameters, FLOPs per slice and reconstruction time per slice. ``--extra`` adds other trained models
+(e.g. candidates for a bundled model) as rows of every setting.
 """
 
 from __future__ import annotations
@@ -77,13 +80,16 @@ def locate_model(name: str, runs: Path, dense: bool) -> Path | None:
     return None
 
 
-def run_setting(name: str, setting: dict[str, Any], volumes: list[Scan], runs: Path) -> dict[str, Any]:
+def run_setting(
+    name: str, setting: dict[str, Any], volumes: list[Scan], runs: Path, extra: dict[str, Path]
+) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
     methods: list[tuple[str, str, Path | None]] = [(m, m, None) for m in setting["baselines"]]
     for label, dense in (("dense (Adam)", True), ("sparse compact (AdaBreg)", False)):
         path = locate_model(name, runs, dense)
         if path is not None:
             methods.append((label, "learned", path))
+    methods += [(label, "learned", path) for label, path in extra.items()]
     for label, method, path in methods:
         model = load_model(path)[0] if path is not None else None
         scores, slices, seconds = [], 0, 0.0
@@ -96,7 +102,12 @@ def run_setting(name: str, setting: dict[str, Any], volumes: list[Scan], runs: P
             scores.append((image_metrics(result.reconstruction, result.truth), len(result.truth)))
             slices += len(result.truth)
         weights = np.array([n for _, n in scores], dtype=float)
-        row = {k: float(np.average([s[k] for s, _ in scores], weights=weights)) for k in ("psnr", "ssim")}
+        row: dict[str, Any] = {
+            k: float(np.average([s[k] for s, _ in scores], weights=weights)) for k in ("psnr", "ssim")
+        }
+        row["psnr_per_volume"] = {
+            Path(scan.source).stem: float(s["psnr"]) for scan, (s, _) in zip(volumes, scores, strict=True)
+        }
         row["ms_per_slice"] = 1e3 * seconds / slices
         if model is not None:
             row["params"] = sum(p.numel() for p in model.net.parameters())
@@ -107,10 +118,25 @@ def run_setting(name: str, setting: dict[str, Any], volumes: list[Scan], runs: P
         rows[label] = row
         print(
             f"  {label:26s} PSNR {row['psnr']:6.2f}  SSIM {row['ssim']:.3f}  "
-            f"{row['ms_per_slice']:8.1f} ms/slice" + (f"  {row['params']} params" if "params" in row else ""),
+            f"{row['ms_per_slice']:8.1f} ms/slice"
+            + (f"  {row['params']} params" if "params" in row else "")
+            + "  per volume "
+            + ", ".join(f"{k} {v:.2f}" for k, v in row["psnr_per_volume"].items()),
             flush=True,
         )
     return rows
+
+
+def extra_models(text: str) -> dict[str, Path]:
+    """``"mni=runs/mri-4x-mni"`` → ``{"mni": runs/mri-4x-mni/model}`` (a run folder means its model)."""
+    models = {}
+    for item in filter(None, text.split(",")):
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise argparse.ArgumentTypeError(f"expected LABEL=PATH, got {item!r}")
+        folder = Path(path)
+        models[label] = folder / "model" if (folder / "model.json").is_file() else folder
+    return models
 
 
 def main() -> None:
@@ -119,6 +145,12 @@ def main() -> None:
         "--runs", default="runs", help="folder with <recipe>/ and <recipe>-dense/ training runs"
     )
     parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument(
+        "--extra",
+        type=extra_models,
+        default={},
+        help="more models as rows: LABEL=PATH,... (a model path without extension, or a run folder)",
+    )
     parser.add_argument("--json")
     args = parser.parse_args()
     retain_freed_memory()  # the allocator settings recon's CLI runs with (recon.allocator)
@@ -138,7 +170,7 @@ def main() -> None:
     }
     for name in args.settings.split(","):
         print(f"{name}:")
-        out["settings"][name] = run_setting(name, SETTINGS[name], volumes, Path(args.runs))
+        out["settings"][name] = run_setting(name, SETTINGS[name], volumes, Path(args.runs), args.extra)
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
     print()
