@@ -101,22 +101,6 @@ def model_warnings(
     return notes
 
 
-def input_files(folder: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
-    """Files in ``folder`` with one of ``suffixes`` (default: those a registered reader claims);
-    hidden files skipped, none found is an :class:`InputError`."""
-    if suffixes is None:
-        suffixes = {s for e in get_registry("dataset_readers").values() for s in e.meta.get("suffixes", ())}
-    suffixes = tuple(suffixes)
-    files = [
-        p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".") and any(p.name.lower().endswith(s) for s in suffixes)
-    ]
-    if not files:
-        raise InputError("no readable files in this folder", folder)
-    return files
-
-
 def _posterior_draws(
     problem: rc.Problem, model: Any, samples: WeightSamples, head: VarianceHead | None, chunk: int = 2
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:

@@ -633,3 +633,22 @@ def test_lossy_targets_hold_at_any_size(model, height, width, colour, target, se
     assert y.shape == x.shape and y.dtype == x.dtype
     if target.psnr is not None:  # (a rate target may be below the header's own size here)
         assert psnr(x, y, 255) >= target.psnr
+
+
+def test_codec_commands_do_not_import_deepinv(tmp_path):
+    """``recon compress`` / ``decompress`` round-trip without importing deepinv (recon's operator
+    functions are imported on first use), which saves its import time on every codec call."""
+    x = _smooth((40, 33), 4095, 5).astype(np.uint16)
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys; from recon.cli import main; "
+        f"assert main(['compress', r'{tmp_path / 'x.npy'}', '--out', r'{tmp_path / 'x.rcz'}', '--fast']) == 0; "
+        f"assert main(['decompress', r'{tmp_path / 'x.rcz'}', '--out', r'{tmp_path / 'y.npy'}']) == 0; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('deepinv', 'torchvision')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    assert np.array_equal(np.load(tmp_path / "y.npy"), x)
+    import recon
+
+    assert recon.build_operator is recon.physics.build_operator  # the lazy name is the real function
