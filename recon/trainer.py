@@ -131,8 +131,9 @@ _COMMON = {
     "steps": 3000,
     "batch": 8,
 }
-# sources stay mr, natural, phantom: with the MNI template instead of the photographs a 1000-step probe
-# gained 1.3 dB on the T1 test slice but lost 0.14 dB on validation (EPI), so the template is opt-in
+# sources stay mr, natural, phantom: with the MNI template instead of the photographs a 1000-step dense
+# probe gained 1.3 dB on the T1 test slice but lost 0.14 dB on validation (EPI), and the sparse mri-4x
+# gained 1.1 dB on T1 but lost 0.8-0.9 dB on the EPI test subject (BENCHMARKS.md), so it is opt-in
 _MRI = {
     **_COMMON,
     "task": "mri",
