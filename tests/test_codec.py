@@ -640,10 +640,11 @@ def test_codec_commands_do_not_import_deepinv(tmp_path):
     functions are imported on first use), which saves its import time on every codec call."""
     x = _smooth((40, 33), 4095, 5).astype(np.uint16)
     np.save(tmp_path / "x.npy", x)
+    x_npy, x_rcz, y_npy = (str(tmp_path / name) for name in ("x.npy", "x.rcz", "y.npy"))
     code = (
         "import sys; from recon.cli import main; "
-        f"assert main(['compress', r'{tmp_path / 'x.npy'}', '--out', r'{tmp_path / 'x.rcz'}', '--fast']) == 0; "
-        f"assert main(['decompress', r'{tmp_path / 'x.rcz'}', '--out', r'{tmp_path / 'y.npy'}']) == 0; "
+        f"assert main(['compress', {x_npy!r}, '--out', {x_rcz!r}, '--fast']) == 0; "
+        f"assert main(['decompress', {x_rcz!r}, '--out', {y_npy!r}]) == 0; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('deepinv', 'torchvision')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True).stdout
