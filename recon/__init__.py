@@ -26,10 +26,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    name: "recon.physics"
-    for name in ("build_noise", "build_operator", "exact_norm", "operator_norm", "parse_spec")
-}
+_PHYSICS = frozenset({"build_noise", "build_operator", "exact_norm", "operator_norm", "parse_spec"})
 
 __all__ = [
     "InputError",
@@ -50,12 +47,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _PHYSICS:
+        value = getattr(importlib.import_module("recon.physics"), name)
         globals()[name] = value  # later look-ups skip this function
         return value
     raise AttributeError(f"module 'recon' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | _PHYSICS)
