@@ -71,10 +71,14 @@ def image_scan(scan: Scan) -> Scan:
     return Scan(scan.source, images=scan.images, attrs=dict(scan.attrs))
 
 
+def run_model(folder: Path) -> Path | None:
+    """The model a training run folder holds (``FOLDER/model``), or ``None``."""
+    return folder / "model" if (folder / "model.json").is_file() else None
+
+
 def locate_model(name: str, runs: Path, dense: bool) -> Path | None:
-    folder = runs / (f"{name}-dense" if dense else name)
-    if (folder / "model.json").is_file():
-        return folder / "model"
+    if (path := run_model(runs / (f"{name}-dense" if dense else name))) is not None:
+        return path
     if not dense and name in bundled_models():
         return bundled_models()[name]
     return None
@@ -134,8 +138,7 @@ def extra_models(text: str) -> dict[str, Path]:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
             raise argparse.ArgumentTypeError(f"expected LABEL=PATH, got {item!r}")
-        folder = Path(path)
-        models[label] = folder / "model" if (folder / "model.json").is_file() else folder
+        models[label] = run_model(Path(path)) or Path(path)
     return models
 
 

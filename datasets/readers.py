@@ -1,4 +1,5 @@
-"""Built-in dataset-reader plugin and :func:`read_scan`, which picks a reader for a file.
+"""Built-in dataset-reader plugin, :func:`read_scan`, which picks a reader for a file, and
+:func:`input_files`, the files of a folder that some reader claims.
 
 A reader is chosen by content first (each reader's ``sniff`` looks at the first bytes), then by
 file suffix, so a misnamed file is still read correctly and an unknown one gets a clear error.
@@ -7,6 +8,7 @@ file suffix, so a misnamed file is still read correctly and an unknown one gets 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from recon.datasets.fastmri import HDF5_MAGIC, read_fastmri
@@ -60,5 +62,23 @@ def read_scan(path: str | os.PathLike, reader: str | None = None) -> Scan:
     for entry in readers.values():
         if any(name.endswith(s) for s in entry.meta.get("suffixes", ())):
             return entry.factory(path)
-    formats = sorted({s for e in readers.values() for s in e.meta.get("suffixes", ())})
-    raise InputError(f"unrecognised file format (supported: {' '.join(formats)})", path)
+    raise InputError(f"unrecognised file format (supported: {' '.join(sorted(reader_suffixes()))})", path)
+
+
+def reader_suffixes() -> set[str]:
+    """Every file suffix a registered dataset reader claims."""
+    return {s for e in get_registry("dataset_readers").values() for s in e.meta.get("suffixes", ())}
+
+
+def input_files(folder: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
+    """Files in ``folder`` with one of ``suffixes`` (default: :func:`reader_suffixes`); hidden files
+    skipped, none found is an :class:`InputError`."""
+    suffixes = tuple(reader_suffixes() if suffixes is None else suffixes)
+    files = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and any(p.name.lower().endswith(s) for s in suffixes)
+    ]
+    if not files:
+        raise InputError("no readable files in this folder", folder)
+    return files

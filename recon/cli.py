@@ -229,7 +229,8 @@ def _paths(
     """(input, output) pairs: one file to ``out``, or each file of a folder with one of ``suffixes``
     (``None``: what the dataset readers read) to ``out/<stem><suffix>``. ``written(output)``: every
     file an output name stands for; none may be an input or written by two inputs."""
-    from recon.files import check_writable, input_files
+    from recon.datasets.readers import input_files
+    from recon.files import check_writable
 
     folder = source.is_dir()
     if folder and out.exists() and not out.is_dir():

@@ -11,12 +11,11 @@ import json
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from recon.errors import InputError
-from recon.registry import get_registry
 
 
 def temporary_name(path: Path) -> Path:
@@ -159,19 +158,3 @@ def read_pair(stem: str | os.PathLike, fmt: str, what: str, missing: str) -> tup
     except Exception as exc:  # safetensors raises its own types on corrupt files
         raise InputError(f"corrupt {what} ({exc})", weights) from None
     return document, tensors
-
-
-def input_files(folder: Path, suffixes: Iterable[str] | None = None) -> list[Path]:
-    """Files in ``folder`` with one of ``suffixes`` (default: those a registered reader claims);
-    hidden files skipped, none found is an :class:`InputError`."""
-    if suffixes is None:
-        suffixes = {s for e in get_registry("dataset_readers").values() for s in e.meta.get("suffixes", ())}
-    suffixes = tuple(suffixes)
-    files = [
-        p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".") and any(p.name.lower().endswith(s) for s in suffixes)
-    ]
-    if not files:
-        raise InputError("no readable files in this folder", folder)
-    return files
